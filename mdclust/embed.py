@@ -1,0 +1,340 @@
+"""`mdclust embed`: CLIP image features for a folder, incremental and resumable.
+
+Each batch is committed to a journal file (written to a temporary name, then renamed) as soon as
+it is encoded; the store itself is rewritten once at the end, merging the journal. A run killed
+at any point therefore loses at most the batch in flight, and the next run picks up the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .encoders import ModelSpec, model_spec
+from .errors import MdclustError
+from .images import FileEntry, discover, load_rgb, sha256_file
+from .labels import read_labels_csv
+from .progress import progress_bar
+from .store import Store, Transaction
+
+EMPTY_REASON = "empty file"
+
+
+@dataclass
+class EmbedResult:
+    images: int = 0  # files with a valid image in the store after the run
+    embedded: int = 0  # model forwards' worth of new feature rows written in this run
+    reused: int = 0  # files whose features were already stored (unchanged, duplicate, resumed)
+    dropped: int = 0  # files that were stored before but are gone now
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    model_key: str = ""
+    model_loaded: bool = False
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    labels_aspects: list[str] = field(default_factory=list)
+    labels_unknown: list[str] = field(default_factory=list)
+    labels_missing: int = 0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        d["skipped_count"] = len(self.skipped)
+        return d
+
+
+# -- journal ---------------------------------------------------------------------------------
+def _journal_files(store: Store) -> list[Path]:
+    d = store.journal_dir
+    return sorted(d.glob("*.npz")) if d.is_dir() else []
+
+
+def _write_journal(store: Store, spec: ModelSpec, shas: list[str], vectors: np.ndarray,
+                   failed: list[tuple[str, str]]) -> None:
+    d = store.journal_dir
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+    tmp = d / f".{name}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, key=np.array(spec.key), attrs=np.array(json.dumps(spec.attrs())),
+                 sha=np.array(shas, dtype="U64"), vectors=vectors.astype(np.float16),
+                 failed_sha=np.array([s for s, _ in failed], dtype="U64"),
+                 failed_reason=np.array([r for _, r in failed], dtype=object))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, d / name)
+
+
+def _read_journal(store: Store) -> tuple[dict, dict[str, str], list[Path]]:
+    """{key: (attrs, [sha], [vectors])}, {sha: reason} and the files read, from the journal."""
+    feats: dict[str, tuple[dict, list[str], list[np.ndarray]]] = {}
+    failed: dict[str, str] = {}
+    files = _journal_files(store)
+    for path in files:
+        try:
+            with np.load(path, allow_pickle=True) as z:
+                key = str(z["key"])
+                entry = feats.setdefault(key, (json.loads(str(z["attrs"])), [], []))
+                entry[1].extend(str(s) for s in z["sha"])
+                entry[2].append(z["vectors"])
+                failed.update(zip((str(s) for s in z["failed_sha"]),
+                                  (str(r) for r in z["failed_reason"])))
+        except Exception:
+            continue  # an unreadable journal file is only a lost batch; it is recomputed
+    return feats, failed, files
+
+
+def _clear_journal(store: Store, files: list[Path]) -> None:
+    for p in files:
+        p.unlink(missing_ok=True)
+    try:
+        store.journal_dir.rmdir()
+    except OSError:
+        pass
+
+
+# -- state of the store -----------------------------------------------------------------------
+@dataclass
+class _Known:
+    """What the store (plus a leftover journal) already says about files and contents."""
+
+    records: dict[str, tuple[int, float, str, str]]  # path -> (size, mtime, sha, reason or "")
+    feature_shas: set[str]
+    bad_shas: dict[str, str]
+    root: str | None
+
+
+def _known_state(store: Store, key: str) -> _Known:
+    records: dict[str, tuple[int, float, str, str]] = {}
+    with store.snapshot() as snap:
+        images = snap.read_group("images")
+        skipped = snap.read_group("skipped")
+        feats = snap.read_group(f"features/{key}")
+        root = images.attrs.get("root") if images else None
+    if images:
+        for p, s, m, h in zip(images["path"], images["size"], images["mtime"], images["sha256"]):
+            records[p] = (int(s), float(m), h, "")
+    bad: dict[str, str] = {}
+    if skipped:
+        for p, s, m, h, r in zip(skipped["path"], skipped["size"], skipped["mtime"],
+                                 skipped["sha256"], skipped["reason"]):
+            records[p] = (int(s), float(m), h, r)
+            if h:
+                bad[h] = r
+    feature_shas = set(feats["sha256"]) if feats else set()
+    jfeats, jfailed, _ = _read_journal(store)
+    if key in jfeats:
+        feature_shas.update(jfeats[key][1])
+    bad.update(jfailed)
+    return _Known(records, feature_shas, bad, root)
+
+
+# -- decoding in worker processes ---------------------------------------------------------------
+class _DecodeDataset:
+    """Indexable for torch's DataLoader: returns (index, pixels or None, failure reason)."""
+
+    def __init__(self, files: list[Path], preprocess):
+        self.files = files
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_rgb(self.files[i])
+        except ValueError as exc:
+            return i, None, str(exc)
+        return i, self.preprocess(img), ""
+
+
+def _collate(items):
+    import torch
+
+    ok = [(i, t) for i, t, _ in items if t is not None]
+    bad = [(i, r) for i, t, r in items if t is None]
+    pixels = torch.stack([t for _, t in ok]) if ok else None
+    return [i for i, _ in ok], pixels, bad
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+# -- the stage --------------------------------------------------------------------------------
+def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None = None, *,
+          model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "auto",
+          batch_size: int = 64, workers: int | None = None, precision: str = "auto",
+          labels: str | os.PathLike | None = None, allow_download: bool = False,
+          show_progress: bool = False) -> EmbedResult:
+    """Embed every image under ``images_dir`` into ``store`` (see module docstring)."""
+    t0 = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
+    root = Path(images_dir).expanduser()
+    if not root.is_dir():
+        raise MdclustError(f"images folder not found: {images_dir}")
+    root = root.resolve()
+    if batch_size < 1:
+        raise MdclustError("--batch-size must be at least 1")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise MdclustError("--workers must be 0 or more")
+    store.validate()
+    spec = model_spec(model, pretrained)
+    known = _known_state(store, spec.key)
+    if known.root and Path(known.root) != root:
+        raise MdclustError(f"store {store.path} holds images from {known.root}, not {root}; "
+                           "use another --store for another collection")
+    label_table = read_labels_csv(labels, root) if labels else None
+
+    entries = discover(root)
+    if not entries and not known.records:
+        raise MdclustError(f"no image files found under {root}")
+    plan = _plan(root, entries, known)
+    result = EmbedResult(model_key=spec.key)
+
+    todo = plan.to_embed
+    if todo:
+        result.model_loaded = True
+        _run_batches(store, spec, root, todo, device, precision, batch_size, workers,
+                     allow_download, show_progress, result)
+
+    with store.transaction() as txn:
+        merged = _commit(txn, store, root, entries, plan, label_table, result)
+    _clear_journal(store, merged)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    if result.embedded:
+        result.images_per_second = round(result.embedded / max(result.seconds, 1e-9), 2)
+    return result
+
+
+@dataclass
+class _Plan:
+    shas: dict[str, str]  # path -> sha
+    reasons: dict[str, str]  # path -> skip reason known before decoding
+    to_embed: list[tuple[str, str]]  # (sha, a path with that content), unique shas
+    previous_paths: set[str]
+
+
+def _plan(root: Path, entries: list[FileEntry], known: _Known) -> _Plan:
+    shas: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    for e in entries:
+        prev = known.records.get(e.path)
+        if prev and prev[0] == e.size and prev[1] == e.mtime:
+            sha, reason = prev[2], prev[3]  # unchanged: trust the stored hash, skip reading
+        elif e.size == 0:
+            sha, reason = "", EMPTY_REASON
+        else:
+            sha, reason = sha256_file(root / e.path), ""
+        reason = reason or known.bad_shas.get(sha, "")
+        shas[e.path] = sha
+        if reason:
+            reasons[e.path] = reason
+        elif sha not in known.feature_shas:
+            wanted.setdefault(sha, e.path)
+    return _Plan(shas, reasons, list(wanted.items()), set(known.records))
+
+
+def _run_batches(store, spec, root, todo, device, precision, batch_size, workers,
+                 allow_download, show_progress, result) -> None:
+    from torch.utils.data import DataLoader
+
+    from .encoders import ClipEncoder
+
+    encoder = ClipEncoder(spec, device=device, precision=precision, allow_download=allow_download)
+    dataset = _DecodeDataset([root / p for _, p in todo], encoder.preprocess)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
+                        prefetch_factor=4 if workers else None,
+                        persistent_workers=False)
+    with progress_bar(show_progress, unit="img") as bar:
+        task = bar.add_task("embedding", total=len(todo))
+        for idx, pixels, bad in loader:
+            shas = [todo[i][0] for i in idx]
+            vecs = encoder.encode_images(pixels) if pixels is not None else np.zeros((0, 0))
+            failed = [(todo[i][0], reason) for i, reason in bad]
+            _write_journal(store, spec, shas, vecs, failed)
+            result.embedded += len(shas)
+            bar.advance(task, len(idx) + len(bad))
+
+
+def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry], plan: _Plan,
+            label_table, result: EmbedResult) -> list[Path]:
+    """Merge the journal and rewrite images/skipped/features; returns the journal files merged."""
+    jfeats, jfailed, merged = _read_journal(store)
+    bad = dict(jfailed)
+    rows, skipped = [], []
+    for e in entries:
+        sha = plan.shas[e.path]
+        reason = plan.reasons.get(e.path) or bad.get(sha, "")
+        if reason:
+            skipped.append((e, sha, reason))
+        else:
+            rows.append((e, sha))
+    live = {sha for _, sha in rows}
+
+    for key in sorted(set(txn.children("features")) | set(jfeats)):
+        old = txn.read_group(f"features/{key}")
+        shas = list(old["sha256"]) if old else []
+        vecs = [old["vectors"]] if old else []
+        attrs = dict(old.attrs) if old else {}
+        if key in jfeats:
+            jattrs, jshas, jvecs = jfeats[key]
+            attrs = {**jattrs, **{k: v for k, v in attrs.items() if k in ("time",)}}
+            shas += jshas
+            vecs += [v for v in jvecs if v.size]
+        if not shas:
+            continue
+        matrix = np.concatenate(vecs, axis=0)
+        keep, seen = [], set()
+        for i, s in enumerate(shas):
+            if s in live and s not in seen:
+                seen.add(s)
+                keep.append(i)
+        if not keep:
+            txn.delete(f"features/{key}")
+            continue
+        attrs["dim"] = int(matrix.shape[1])
+        attrs.pop("time", None)
+        txn.put_group(f"features/{key}", {"sha256": [shas[i] for i in keep],
+                                          "vectors": matrix[keep].astype(np.float16)}, attrs)
+
+    txn.put_group("images", {
+        "path": [e.path for e, _ in rows],
+        "size": np.array([e.size for e, _ in rows], dtype=np.int64),
+        "mtime": np.array([e.mtime for e, _ in rows], dtype=np.float64),
+        "sha256": [s for _, s in rows],
+    }, {"root": str(root)})
+    txn.put_group("skipped", {
+        "path": [e.path for e, _, _ in skipped],
+        "size": np.array([e.size for e, _, _ in skipped], dtype=np.int64),
+        "mtime": np.array([e.mtime for e, _, _ in skipped], dtype=np.float64),
+        "sha256": [s for _, s, _ in skipped],
+        "reason": [r for _, _, r in skipped],
+    })
+
+    present = {e.path for e in entries}
+    result.images = len(rows)
+    result.skipped = [(e.path, r) for e, _, r in skipped]
+    result.dropped = len(plan.previous_paths - present)
+    result.reused = len(rows) - min(result.embedded, len(rows))
+
+    if label_table is not None:
+        valid = [e.path for e, _ in rows]
+        valid_set = set(valid)
+        unknown = sorted({p for col in label_table.values() for p in col} - valid_set)
+        data = {"path": valid}
+        for aspect, col in label_table.items():
+            data[aspect] = [col.get(p, "") for p in valid]
+            result.labels_missing += sum(1 for p in valid if p not in col)
+        txn.put_group("labels", data, {"aspects": list(label_table)})
+        result.labels_aspects = list(label_table)
+        result.labels_unknown = unknown
+    return merged

@@ -1,0 +1,57 @@
+"""Reading image features back, aligned with the image table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MdclustError
+from .store import Store
+
+
+@dataclass
+class ImageFeatures:
+    key: str
+    paths: list[str]
+    vectors: np.ndarray  # (n, d) float32, unit rows, in image-table order
+
+
+def model_keys(store: Store) -> list[str]:
+    return store.children("features")
+
+
+def resolve_model_key(store: Store, model: str | None = None) -> str:
+    """Pick the feature set to use: the only one, or the one ``model`` names (key or model name)."""
+    keys = model_keys(store)
+    if not keys:
+        raise MdclustError(f"store {store.path} holds no image features; run `mdclust embed` first")
+    if model is None:
+        if len(keys) == 1:
+            return keys[0]
+        raise MdclustError("the store holds features of several models; choose one with --model: "
+                           + ", ".join(keys))
+    if model in keys:
+        return model
+    matches = [k for k in keys if k.split("@", 1)[0] == model.replace("/", "--")]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise MdclustError(f"--model {model} matches several feature sets: {', '.join(matches)}")
+    raise MdclustError(f"no features for model {model!r} in {store.path}; stored: {', '.join(keys)}")
+
+
+def load_image_features(store: Store, model: str | None = None) -> ImageFeatures:
+    key = resolve_model_key(store, model)
+    with store.snapshot() as snap:
+        images = snap.read_group("images")
+        feats = snap.read_group(f"features/{key}")
+    index = {s: i for i, s in enumerate(feats["sha256"])}
+    missing = [p for p, s in zip(images["path"], images["sha256"]) if s not in index]
+    if missing:
+        raise MdclustError(f"{len(missing)} images have no {key} features (e.g. {missing[0]}); "
+                           f"rerun `mdclust embed` with that model")
+    rows = np.array([index[s] for s in images["sha256"]], dtype=np.int64)
+    vectors = feats["vectors"][rows].astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    return ImageFeatures(key, list(images["path"]), vectors)

@@ -1,0 +1,293 @@
+"""The HDF5 store: the only module that imports h5py.
+
+Every write goes through :meth:`Store.transaction`, which builds a complete new file next to the
+old one and swaps it in with ``os.replace``. A crash at any point therefore leaves either the old
+file or the new one, never a half-written mix (HDF5 itself offers no such guarantee for in-place
+edits). See docs/store.md for the layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import MdclustError
+
+SCHEMA_VERSION = 1
+SCHEMA_ATTR = "mdclust_schema"
+DEFAULT_STORE = "mdclust.h5"
+_JSON_PREFIX = "json:"
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("MDCLUST_STORE") or DEFAULT_STORE)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Group:
+    """A group read back from the store: its datasets as arrays/lists and its attributes."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def _encode_attr(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return _JSON_PREFIX + json.dumps(value)
+    return value
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith(_JSON_PREFIX):
+        return json.loads(value[len(_JSON_PREFIX):])
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_dataset(ds: h5py.Dataset) -> Any:
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return [str(s) for s in ds.asstr()[()]]
+    return ds[()]
+
+
+def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
+        chunks = value.ndim > 0 and value.size > 0
+        group.create_dataset(name, data=value, chunks=True if chunks else None)
+        return
+    values = [str(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    group.create_dataset(name, data=np.array(values, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_group(g: h5py.Group) -> Group:
+    out = Group(attrs={k: _decode_attr(v) for k, v in g.attrs.items()})
+    for name, item in g.items():
+        if isinstance(item, h5py.Dataset):
+            out.data[name] = _read_dataset(item)
+    return out
+
+
+class _Snapshot:
+    """Read access to an open file; shared by Store (own handle) and Transaction (under lock)."""
+
+    def __init__(self, f: h5py.File | None):
+        self._f = f
+
+    def has(self, path: str) -> bool:
+        return self._f is not None and path in self._f
+
+    def read_group(self, path: str) -> Group | None:
+        if not self.has(path):
+            return None
+        return _read_group(self._f[path])
+
+    def children(self, path: str = "/") -> list[str]:
+        if not self.has(path):
+            return []
+        return sorted(self._f[path].keys())
+
+    def attrs(self, path: str = "/") -> dict[str, Any]:
+        if not self.has(path):
+            return {}
+        return {k: _decode_attr(v) for k, v in self._f[path].attrs.items()}
+
+    def shape(self, path: str) -> tuple[int, ...] | None:
+        return tuple(self._f[path].shape) if self.has(path) else None
+
+
+class Transaction(_Snapshot):
+    """Collects group replacements and deletions; applied atomically on commit."""
+
+    def __init__(self, f: h5py.File | None):
+        super().__init__(f)
+        self._puts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._deletes: set[str] = set()
+
+    def put_group(self, path: str, data: dict[str, Any], attrs: dict[str, Any] | None = None,
+                  provenance: bool = True) -> None:
+        """Replace the group at ``path`` (and everything below it) with these datasets."""
+        path = path.strip("/")
+        full_attrs = dict(attrs or {})
+        if provenance:
+            full_attrs.setdefault("mdclust_version", __version__)
+            full_attrs.setdefault("time", now_iso())
+        self._puts[path] = (data, full_attrs)
+        self._deletes.discard(path)
+
+    def delete(self, path: str) -> None:
+        path = path.strip("/")
+        self._puts.pop(path, None)
+        self._deletes.add(path)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._puts or self._deletes)
+
+    def _write(self, dst: h5py.File) -> None:
+        skip = set(self._puts) | self._deletes
+        if self._f is not None:
+            for key, value in self._f.attrs.items():
+                dst.attrs[key] = value
+            _copy_except(self._f, dst, "", skip)
+        dst.attrs[SCHEMA_ATTR] = SCHEMA_VERSION
+        dst.attrs["mdclust_version"] = __version__
+        dst.attrs.setdefault("created", now_iso())
+        for path, (data, attrs) in sorted(self._puts.items()):
+            g = dst.require_group(path)
+            for key, value in attrs.items():
+                g.attrs[key] = _encode_attr(value)
+            for name, value in data.items():
+                _write_dataset(g, name, value)
+
+
+def _copy_except(src: h5py.Group, dst: h5py.Group, prefix: str, skip: set[str]) -> None:
+    for name, item in src.items():
+        full = f"{prefix}{name}"
+        if full in skip:
+            continue
+        if isinstance(item, h5py.Group) and any(s.startswith(full + "/") for s in skip):
+            sub = dst.require_group(name)
+            for key, value in item.attrs.items():
+                sub.attrs[key] = value
+            _copy_except(item, sub, full + "/", skip)
+        else:
+            src.copy(item, dst, name=name)
+
+
+class Store:
+    """An mdclust HDF5 store at ``path`` (created on the first write)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_store_path()
+
+    # -- reading -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def validate(self) -> None:
+        """Raise MdclustError if the file exists but is not a store this version can read."""
+        with self._open_read():
+            pass
+
+    @contextlib.contextmanager
+    def _open_read(self) -> Iterator[h5py.File | None]:
+        if not self.path.exists():
+            yield None
+            return
+        if self.path.is_dir():
+            raise MdclustError(f"{self.path} is a directory, not an mdclust store")
+        if not h5py.is_hdf5(self.path):
+            raise MdclustError(f"{self.path} is not an mdclust store (not an HDF5 file); "
+                               "choose another path with --store")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise MdclustError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            schema = f.attrs.get(SCHEMA_ATTR)
+            if schema is None:
+                raise MdclustError(f"{self.path} is an HDF5 file but not an mdclust store "
+                                   "(no schema attribute); choose another path with --store")
+            if int(schema) > SCHEMA_VERSION:
+                raise MdclustError(f"{self.path} has store schema {int(schema)}, newer than this "
+                                   f"mdclust {__version__} understands ({SCHEMA_VERSION}); "
+                                   "upgrade mdclust")
+            yield f
+        finally:
+            f.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[_Snapshot]:
+        """A consistent read-only view; keep it short-lived."""
+        with self._open_read() as f:
+            yield _Snapshot(f)
+
+    def read_group(self, path: str) -> Group | None:
+        with self.snapshot() as s:
+            return s.read_group(path)
+
+    def children(self, path: str = "/") -> list[str]:
+        with self.snapshot() as s:
+            return s.children(path)
+
+    def attrs(self, path: str = "/") -> dict[str, Any]:
+        with self.snapshot() as s:
+            return s.attrs(path)
+
+    # -- writing -----------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where long-running stages commit batches between store rewrites."""
+        return self.path.with_name(self.path.name + ".journal")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Read-modify-write under an exclusive lock; the new file replaces the old atomically.
+
+        If the body raises, nothing is written.
+        """
+        with self.lock(), self._open_read() as src:
+            txn = Transaction(src)
+            yield txn
+            if not txn.dirty and src is not None:
+                return
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            try:
+                with h5py.File(tmp, "w") as dst:
+                    txn._write(dst)
+                _fsync_file(tmp)
+                os.replace(tmp, self.path)
+                _fsync_dir(self.path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
