@@ -131,8 +131,12 @@ class ClipEncoder:
                                "known names, or add a config folder via $" + CONFIG_DIR_ENV)
         pretrained = None if spec.pretrained == "random" else spec.pretrained
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model, pretrained=pretrained, device=self.device)
+            # Random weights must be the same in every run, or an incremental rerun would mix
+            # features from two different networks.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    spec.model, pretrained=pretrained, device=self.device)
         except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if spec.is_file:

@@ -265,6 +265,9 @@ class Store:
         If the body raises, nothing is written.
         """
         with self.lock(), self._open_read() as src:
+            # Under the lock no other writer is active, so any temp file is a killed commit's.
+            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+                stale.unlink(missing_ok=True)
             txn = Transaction(src)
             yield txn
             if not txn.dirty and src is not None:

@@ -1,0 +1,42 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Never reach a model hub from the tests; the tiny test config is found through this variable,
+# also by `mdclust` subprocesses, which inherit the environment.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["MDCLUST_MODEL_CONFIGS"] = str(Path(__file__).parent / "model_configs")
+os.environ.pop("MDCLUST_STORE", None)
+
+TINY = "mdclust-test-tiny"
+MDCLUST = str(Path(sys.executable).with_name("mdclust"))
+
+
+def write_images(folder: Path, n: int, seed: int = 0, size=(40, 48), prefix="img") -> list[Path]:
+    """n distinct random PNG files (deterministic), half of them in a subfolder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        sub = folder / ("sub" if i % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        p = sub / f"{prefix}{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    write_images(folder, 12)
+    return folder
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "store.h5"

@@ -1,0 +1,124 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from mdclust.errors import MdclustError
+from mdclust.store import SCHEMA_ATTR, SCHEMA_VERSION, Store
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_roundtrip_with_provenance(store_path):
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("interests/color/candidates",
+                      {"word": ["red", "blue", "vert clair"], "score": np.array([0.5, 0.25, 1.0])},
+                      {"source": "wordnet", "params": {"k": 3, "n": [1, 2]}})
+    g = st.read_group("interests/color/candidates")
+    assert g["word"] == ["red", "blue", "vert clair"]
+    np.testing.assert_allclose(g["score"], [0.5, 0.25, 1.0])
+    assert g.attrs["params"] == {"k": 3, "n": [1, 2]}
+    assert g.attrs["source"] == "wordnet"
+    assert g.attrs["mdclust_version"] and g.attrs["time"]
+    assert st.attrs("/")[SCHEMA_ATTR] == SCHEMA_VERSION
+
+
+def test_put_replaces_only_its_own_group(store_path):
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("interests/color/a", {"x": np.arange(3)})
+        txn.put_group("interests/color/b", {"x": np.arange(4)})
+        txn.put_group("images", {"path": ["p"]}, {"root": "/r"})
+    with st.transaction() as txn:
+        txn.put_group("interests/color/a", {"y": np.arange(5)})
+    assert st.children("interests/color") == ["a", "b"]
+    assert "x" not in st.read_group("interests/color/a").data
+    assert list(st.read_group("interests/color/b")["x"]) == [0, 1, 2, 3]
+    assert st.read_group("images").attrs["root"] == "/r"
+    with st.transaction() as txn:
+        txn.delete("interests/color/b")
+    assert st.children("interests/color") == ["a"]
+
+
+def test_failed_transaction_leaves_file_untouched(store_path):
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("g", {"v": np.arange(10)})
+    before = digest(store_path)
+    with pytest.raises(RuntimeError):
+        with st.transaction() as txn:
+            txn.put_group("g", {"v": np.arange(99)})
+            raise RuntimeError("boom")
+    assert digest(store_path) == before
+    assert not list(store_path.parent.glob(".*tmp*"))
+
+
+def test_rejects_files_that_are_not_stores(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(MdclustError, match="not an mdclust store"):
+        Store(text).validate()
+    with pytest.raises(MdclustError, match="not an mdclust store"):
+        with Store(text).transaction() as txn:
+            txn.put_group("g", {"v": np.arange(2)})
+    assert text.read_text() == "hello"
+
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(MdclustError, match="no schema attribute"):
+        Store(foreign).validate()
+
+    newer = tmp_path / "newer.h5"
+    with h5py.File(newer, "w") as f:
+        f.attrs[SCHEMA_ATTR] = SCHEMA_VERSION + 1
+    with pytest.raises(MdclustError, match="newer"):
+        Store(newer).read_group("images")
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from mdclust.store import Store
+    st = Store(sys.argv[1])
+    i = 0
+    while True:
+        i += 1
+        with st.transaction() as txn:
+            txn.put_group("a", {"v": np.full(300_000, i, dtype=np.int64)}, {"i": i})
+            txn.put_group("b", {"v": np.full(1000, i, dtype=np.int64)}, {"i": i})
+        print(i, flush=True)
+""")
+
+
+def test_sigkill_during_commits_never_corrupts(store_path):
+    """Kill a writer at several points mid-commit: the store is always a complete earlier state."""
+    seen = 0
+    for delay in (0.8, 1.1, 1.37, 1.6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store_path)],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not store_path.exists():
+            continue
+        st = Store(store_path)
+        a, b = st.read_group("a"), st.read_group("b")
+        i = a.attrs["i"]
+        assert b.attrs["i"] == i
+        assert (a["v"] == i).all() and (b["v"] == i).all()
+        seen += 1
+    assert seen >= 2
+    with Store(store_path).transaction() as txn:  # the next commit clears killed temp files
+        txn.put_group("c", {"v": np.arange(2)})
+    assert [p.name for p in store_path.parent.iterdir()
+            if p.name.startswith(f".{store_path.name}")] == []
