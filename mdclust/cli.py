@@ -96,7 +96,7 @@ def embed(
                                                "bf16."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes running beside the "
-                                                     "model [default: min(4, CPUs)]; 0 decodes "
+                                                     "model [default: CPUs - 1, at most 8]; 0 decodes "
                                                      "inline."),
     labels: Optional[Path] = typer.Option(None, help="CSV: path, then one column per aspect."),
     allow_download: bool = typer.Option(False, help="Let open_clip fetch weights from the hub."),

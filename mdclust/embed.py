@@ -163,7 +163,8 @@ def _collate(items):
 
 
 def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+    # Leave a core to the model's own threads: on 2 CPUs one decoder beat two (docs/benchmarks.md).
+    return min(8, max(1, (os.cpu_count() or 1) - 1))
 
 
 # -- the stage --------------------------------------------------------------------------------
