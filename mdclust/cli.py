@@ -89,8 +89,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 def embed(
     images_dir: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
     model: str = typer.Option("ViT-B-32", help="open_clip model name (see `mdclust models`)."),
-    pretrained: str = typer.Option("openai", help="open_clip tag, a local weights file, "
-                                                  "or 'random'."),
+    pretrained: Optional[str] = typer.Option(
+        None, help="open_clip tag, a local weights file, or 'random' [default: the model's "
+                   "bundled weights (mdclust-tiny), else 'openai']."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or "
                                                "bf16."),
@@ -163,6 +164,84 @@ def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
         for name, v in data["interests"].items():
             t2.add_row(name, ", ".join(v["stages"]))
         out.print(t2)
+
+
+@app.command()
+@_command
+def candidates(
+    interest: Optional[str] = typer.Option(None, help="The user's interest, e.g. color."),
+    k: Optional[int] = typer.Option(None, help="Number of clusters M; sets --n to 2^5 * M "
+                                              "(Multi-DProxy's 2^(E/R) * M)."),
+    n: Optional[int] = typer.Option(None, help="Number of candidates to ask for [default: "
+                                               "2^5 * k, or 50]."),
+    llm: Optional[str] = typer.Option(None, help="litellm model string: gpt-4o, "
+                                                 "anthropic/..., ollama/llama3, openai/<name> "
+                                                 "with --api-base."),
+    source: Optional[str] = typer.Option(None, help="wordnet (hyponyms of the interest) or "
+                                                    "wordnet-all (every noun) [default: "
+                                                    "wordnet when no --llm/--from-file]."),
+    from_file: Optional[Path] = typer.Option(None, help="Words file: one per line or "
+                                                        "comma-separated; '#' starts a comment."),
+    context: Optional[str] = typer.Option(None, help="What the images are, for the prompt, "
+                                                     "e.g. 'photos of fruit'."),
+    refresh: bool = typer.Option(False, help="Ask again even if the same request is stored."),
+    api_base: Optional[str] = typer.Option(None, help="Base URL of an OpenAI-compatible or "
+                                                      "other provider endpoint."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for each LLM answer."),
+    retries: int = typer.Option(2, help="Retries of a failed LLM call (errors, HTTP 5xx)."),
+    rounds: int = typer.Option(3, help="Requests in all when the answer has too few items."),
+    encode: bool = typer.Option(True, help="Also encode and cache the words' text features."),
+    model: Optional[str] = typer.Option(None, help="Feature model key, when the store has "
+                                                   "several."),
+    template: Optional[str] = typer.Option(None, help="Prompt template for the text features "
+                                                      "[default: 'A photo of a {}.']."),
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Candidate words for an interest (LLM, WordNet or a file), stored with provenance."""
+    from .candidates import candidates as run_candidates
+
+    st = _store(store)
+    res = run_candidates(st, interest, k=k, n=n, llm=llm, source=source, from_file=from_file,
+                         context=context, refresh=refresh, api_base=api_base, timeout=timeout,
+                         retries=retries, rounds=rounds, encode=encode, model=model,
+                         template=template, show_progress=not (quiet or as_json))
+    if res.short_by:
+        typer.echo(f"mdclust: warning: asked for {res.n_requested} candidates, got "
+                   f"{len(res.words)}; keeping those", err=True)
+    if as_json:
+        _emit_json(res.to_json())
+    elif not quiet:
+        shown = ", ".join(res.words[:60]) + (" ..." if len(res.words) > 60 else "")
+        how = "stored list (same request; --refresh to ask again)" if res.cached else res.source
+        typer.echo(f"{len(res.words)} candidates for {res.interest!r} from {how}"
+                   + (f" [{res.model}]" if res.model else "") + f": {shown}")
+        if res.encoded:
+            typer.echo(f"encoded {res.encoded} new text features with {res.text_model_key}")
+
+
+datasets_app = typer.Typer(no_args_is_help=True, help="Generate synthetic image sets.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("shapes")
+@_command
+def datasets_shapes(
+    out_dir: Path = typer.Argument(..., help="Folder to write the PNGs and labels.csv into."),
+    n: int = typer.Option(3000, help="Number of images."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same images)."),
+    size: int = typer.Option(64, help="Image side in pixels."),
+    as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Coloured shapes on patterned backgrounds: aspects color, shape, background."""
+    from .datasets import ASPECTS, generate_shapes
+
+    labels = generate_shapes(out_dir, n=n, seed=seed, size=size)
+    if as_json:
+        _emit_json({"out_dir": str(out_dir), "n": n, "seed": seed, "labels": str(labels),
+                    "aspects": {a: list(v) for a, v in ASPECTS.items()}})
+    elif not quiet:
+        typer.echo(f"{n} images and {labels} written; aspects: "
+                   + "; ".join(f"{a} ({len(v)})" for a, v in ASPECTS.items()))
 
 
 @app.command()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import journal
 from .encoders import ModelSpec, model_spec
 from .errors import MdclustError
 from .images import FileEntry, discover, load_rgb, sha256_file
@@ -49,53 +49,30 @@ class EmbedResult:
 
 
 # -- journal ---------------------------------------------------------------------------------
-def _journal_files(store: Store) -> list[Path]:
-    d = store.journal_dir
-    return sorted(d.glob("*.npz")) if d.is_dir() else []
+JOURNAL_KIND = "embed"
 
 
 def _write_journal(store: Store, spec: ModelSpec, shas: list[str], vectors: np.ndarray,
                    failed: list[tuple[str, str]]) -> None:
-    d = store.journal_dir
-    d.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
-    tmp = d / f".{name}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, key=np.array(spec.key), attrs=np.array(json.dumps(spec.attrs())),
-                 sha=np.array(shas, dtype="U64"), vectors=vectors.astype(np.float16),
-                 failed_sha=np.array([s for s, _ in failed], dtype="U64"),
-                 failed_reason=np.array([r for _, r in failed], dtype=object))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, d / name)
+    journal.write_batch(store, JOURNAL_KIND, key=np.array(spec.key),
+                        attrs=np.array(json.dumps(spec.attrs())),
+                        sha=np.array(shas, dtype="U64"), vectors=vectors.astype(np.float16),
+                        failed_sha=np.array([s for s, _ in failed], dtype="U64"),
+                        failed_reason=np.array([r for _, r in failed], dtype=object))
 
 
 def _read_journal(store: Store) -> tuple[dict, dict[str, str], list[Path]]:
     """{key: (attrs, [sha], [vectors])}, {sha: reason} and the files read, from the journal."""
     feats: dict[str, tuple[dict, list[str], list[np.ndarray]]] = {}
     failed: dict[str, str] = {}
-    files = _journal_files(store)
-    for path in files:
-        try:
-            with np.load(path, allow_pickle=True) as z:
-                key = str(z["key"])
-                entry = feats.setdefault(key, (json.loads(str(z["attrs"])), [], []))
-                entry[1].extend(str(s) for s in z["sha"])
-                entry[2].append(z["vectors"])
-                failed.update(zip((str(s) for s in z["failed_sha"]),
-                                  (str(r) for r in z["failed_reason"])))
-        except Exception:
-            continue  # an unreadable journal file is only a lost batch; it is recomputed
-    return feats, failed, files
-
-
-def _clear_journal(store: Store, files: list[Path]) -> None:
-    for p in files:
-        p.unlink(missing_ok=True)
-    try:
-        store.journal_dir.rmdir()
-    except OSError:
-        pass
+    batches = journal.read_batches(store, JOURNAL_KIND)
+    for _, z in batches:
+        key = str(z["key"])
+        entry = feats.setdefault(key, (json.loads(str(z["attrs"])), [], []))
+        entry[1].extend(str(s) for s in z["sha"])
+        entry[2].append(z["vectors"])
+        failed.update(zip((str(s) for s in z["failed_sha"]), (str(r) for r in z["failed_reason"])))
+    return feats, failed, [p for p, _ in batches]
 
 
 # -- state of the store -----------------------------------------------------------------------
@@ -169,7 +146,7 @@ def default_workers() -> int:
 
 # -- the stage --------------------------------------------------------------------------------
 def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None = None, *,
-          model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "auto",
+          model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
           batch_size: int = 64, workers: int | None = None, precision: str = "auto",
           labels: str | os.PathLike | None = None, allow_download: bool = False,
           show_progress: bool = False) -> EmbedResult:
@@ -207,7 +184,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
 
     with store.transaction() as txn:
         merged = _commit(txn, store, root, entries, plan, label_table, result)
-    _clear_journal(store, merged)
+    journal.clear(store, merged)
     result.seconds = round(time.perf_counter() - t0, 3)
     if result.embedded:
         result.images_per_second = round(result.embedded / max(result.seconds, 1e-9), 2)

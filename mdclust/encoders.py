@@ -15,6 +15,9 @@ from typing import Any
 from .errors import MdclustError
 
 BUILTIN_CONFIG_DIR = Path(__file__).parent / "data" / "model_configs"
+# Weights that ship inside the package, used when --pretrained is not given.
+BUNDLED_WEIGHTS = {"mdclust-tiny": Path(__file__).parent / "data" / "weights" / "mdclust-tiny.pt"}
+DEFAULT_TAG = "openai"
 RANDOM_WEIGHTS = ("random", "none", "")
 CONFIG_DIR_ENV = "MDCLUST_MODEL_CONFIGS"  # extra open_clip config folders, os.pathsep-separated
 
@@ -55,9 +58,19 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_spec(model: str, pretrained: str | None) -> ModelSpec:
-    """Resolve the weights source without importing torch (cheap enough for every run)."""
-    pretrained = "random" if pretrained is None else str(pretrained)
+def model_spec(model: str, pretrained: str | None = None) -> ModelSpec:
+    """Resolve the weights source without importing torch (cheap enough for every run).
+
+    ``pretrained=None`` means the model's default: its bundled weights file if it has one
+    (mdclust-tiny), else open_clip's "openai" tag.
+    """
+    if pretrained is None:
+        bundled = BUNDLED_WEIGHTS.get(model)
+        if bundled is not None and not bundled.is_file():
+            raise MdclustError(f"the bundled weights of {model} are missing ({bundled}); "
+                               "reinstall mdclust or run scripts/train_tiny_clip.py")
+        pretrained = str(bundled) if bundled is not None else DEFAULT_TAG
+    pretrained = str(pretrained)
     path = Path(pretrained).expanduser()
     looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
     if path.is_file():
@@ -172,3 +185,24 @@ class ClipEncoder:
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         self.forwards += 1
         return feats.cpu().numpy()
+
+    def tokenize(self, texts: list[str]):
+        import open_clip
+
+        if not hasattr(self, "_tokenizer"):
+            self._tokenizer = open_clip.get_tokenizer(self.spec.model)
+        return self._tokenizer(texts)
+
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> "Any":
+        """Texts -> (N, D) float32 numpy array of unit vectors."""
+        import numpy as np
+
+        torch = self._torch
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenize(list(texts[i:i + batch_size])).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                feats = self.model.encode_text(tokens)
+                out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+            self.forwards += 1
+        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), dtype=np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import journal
 from .store import Store
 
 
@@ -24,7 +25,7 @@ def info(store: Store) -> dict[str, Any]:
         for name in snap.children("interests"):
             interests[name] = {"stages": snap.children(f"interests/{name}")}
         root = snap.attrs("images").get("root")
-    journal = len(list(store.journal_dir.glob("*.npz"))) if store.journal_dir.is_dir() else 0
+    pending = len(journal.batch_files(store))
     return {
         "store": str(store.path),
         "exists": store.exists(),
@@ -38,5 +39,5 @@ def info(store: Store) -> dict[str, Any]:
         "model_details": models,
         "aspects": list(label_attrs.get("aspects", [])),
         "interests": interests,
-        "pending_journal_batches": journal,
+        "pending_journal_batches": pending,
     }

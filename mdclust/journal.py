@@ -1,0 +1,58 @@
+"""Per-batch commits for long stages, between whole-store rewrites (docs/store.md).
+
+Each batch is one .npz in ``<store>.journal/``, written under a temporary name, fsynced and
+renamed, so a file there is either complete or absent. A stage merges its kind of batches into
+the store in one transaction and then deletes them; a killed run leaves them for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .store import Store
+
+
+def write_batch(store: Store, kind: str, **arrays: np.ndarray) -> Path:
+    d = store.journal_dir
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}.{time.time_ns():020d}.{uuid.uuid4().hex[:8]}.npz"
+    tmp = d / f".{name}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, d / name)
+    return d / name
+
+
+def batch_files(store: Store, kind: str | None = None) -> list[Path]:
+    d = store.journal_dir
+    if not d.is_dir():
+        return []
+    pattern = f"{kind}.*.npz" if kind else "*.npz"
+    return sorted(d.glob(pattern), key=lambda p: p.name.split(".")[-3])
+
+
+def read_batches(store: Store, kind: str) -> list[tuple[Path, dict[str, np.ndarray]]]:
+    out = []
+    for path in batch_files(store, kind):
+        try:
+            with np.load(path, allow_pickle=True) as z:
+                out.append((path, {k: z[k] for k in z.files}))
+        except Exception:
+            continue  # unreadable means lost: that batch is simply computed again
+    return out
+
+
+def clear(store: Store, files: list[Path]) -> None:
+    for p in files:
+        p.unlink(missing_ok=True)
+    try:
+        store.journal_dir.rmdir()  # only when empty
+    except OSError:
+        pass

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, rand_score
+
+from mdclust.metrics import accuracy, rand_index, scores
+
+
+def test_permuted_labels_are_perfect():
+    truth = ["a", "a", "b", "b", "c", "c"]
+    pred = [2, 2, 0, 0, 1, 1]
+    assert scores(truth, pred) == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0),
+                                   "acc": 1.0, "ri": 1.0}
+
+
+def test_hand_made_accuracy_and_rand_index():
+    truth = [0, 0, 0, 1, 1, 1]
+    pred = [0, 0, 1, 1, 1, 1]  # one point misplaced
+    assert accuracy(truth, pred) == pytest.approx(5 / 6)
+    # pairs: 15; agreements counted by hand = 10
+    assert rand_index(truth, pred) == pytest.approx(10 / 15)
+    # more clusters than classes: the extra cluster cannot be matched
+    assert accuracy([0, 0, 1, 1], [0, 1, 2, 3]) == pytest.approx(0.5)
+    # fewer clusters than classes
+    assert accuracy([0, 1, 2, 2], [0, 0, 0, 0]) == pytest.approx(0.5)
+
+
+def test_agrees_with_sklearn_on_random_labels():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        t = rng.integers(0, 4, 200)
+        p = rng.integers(0, 6, 200)
+        s = scores(t, p)
+        assert s["nmi"] == pytest.approx(normalized_mutual_info_score(t, p))
+        assert s["ari"] == pytest.approx(adjusted_rand_score(t, p))
+        assert s["ri"] == pytest.approx(rand_score(t, p))
