@@ -1,0 +1,153 @@
+"""`mdclust candidates`: words for an interest from an LLM, WordNet or a file, cached per interest.
+
+Stored under ``/interests/<interest>/candidates`` with provenance (source, model, prompts, raw
+answers, time). A rerun of the same request returns the stored list without calling anything,
+unless ``refresh``. Text features of the words are cached too (mdclust.textcache).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import MdclustError
+from ..store import Store, now_iso
+
+SOURCES = ("llm", "wordnet", "wordnet-all", "file")
+# Multi-DProxy starts from 2**beta * M candidates with beta = E / R = 1000 / 200 (paper defaults).
+MULTIDPROXY_BETA = 1000 // 200
+DEFAULT_N = 50
+
+
+@dataclass
+class CandidateResult:
+    interest: str
+    words: list[str]
+    source: str
+    model: str = ""
+    n_requested: int | None = None
+    cached: bool = False
+    short_by: int = 0
+    rounds: int = 0
+    encoded: int = 0
+    text_model_key: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["count"] = len(self.words)
+        d.pop("extra")
+        return d
+
+
+def validate_interest(interest: str | None) -> str:
+    name = " ".join((interest or "").split())
+    if not name:
+        raise MdclustError("--interest is required for this command")
+    if "/" in name or name.startswith(".") or len(name) > 100:
+        raise MdclustError(f"invalid interest name {interest!r}: no '/', no leading '.', "
+                           "at most 100 characters")
+    return name
+
+
+def group_path(interest: str) -> str:
+    return f"interests/{interest}/candidates"
+
+
+def default_n(k: int | None) -> int:
+    return (2 ** MULTIDPROXY_BETA) * k if k else DEFAULT_N
+
+
+def read_words_file(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise MdclustError(f"words file not found: {path}")
+    text = p.read_text(encoding="utf-8")
+    return [w for line in text.splitlines() if not line.lstrip().startswith("#")
+            for w in re.split(r"[,;\t]", line)]
+
+
+def load_candidates(store: Store, interest: str) -> list[str]:
+    """The stored list for ``interest``; a clear error if there is none."""
+    interest = validate_interest(interest)
+    g = store.read_group(group_path(interest))
+    if g is None or not g["word"]:
+        known = store.children("interests")
+        raise MdclustError(f"no candidates for interest {interest!r}; run `mdclust candidates "
+                           f"--interest {interest}` first" +
+                           (f" (interests in the store: {', '.join(known)})" if known else ""))
+    return list(g["word"])
+
+
+def candidates(store: Store, interest: str, *, k: int | None = None, n: int | None = None,
+               llm: str | None = None, source: str | None = None,
+               from_file: str | Path | None = None, context: str | None = None,
+               refresh: bool = False, api_base: str | None = None, timeout: float = 60.0,
+               retries: int = 2, rounds: int = 3, encode: bool = True, model: str | None = None,
+               template: str | None = None, show_progress: bool = False) -> CandidateResult:
+    interest = validate_interest(interest)
+    chosen = [x for x in (llm, source, from_file) if x]
+    if len(chosen) > 1:
+        raise MdclustError("choose one of --llm, --source and --from-file")
+    if source and source not in ("wordnet", "wordnet-all"):
+        raise MdclustError(f"unknown --source {source!r}: use wordnet or wordnet-all")
+    kind = "llm" if llm else "file" if from_file else (source or "wordnet")
+    if k is not None and k < 2:
+        raise MdclustError("--k must be at least 2")
+    if n is not None and n < 1:
+        raise MdclustError("--n must be at least 1")
+    if timeout <= 0 or retries < 0 or rounds < 1:
+        raise MdclustError("--timeout must be > 0, --retries >= 0, --rounds >= 1")
+    n_req = None if kind == "wordnet-all" else (n or default_n(k) if kind != "file" else n)
+    store.validate()
+    request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
+               "file": str(Path(from_file).resolve()) if from_file else ""}
+
+    old = store.read_group(group_path(interest))
+    if old is not None and not refresh and old.attrs.get("request") == request:
+        result = CandidateResult(interest, list(old["word"]), kind, llm or "", n_req,
+                                 cached=True, short_by=int(old.attrs.get("short_by", 0)))
+    else:
+        result = _fetch(kind, interest, n_req, llm, from_file, context, api_base, timeout,
+                        retries, rounds)
+        if not result.words:
+            raise MdclustError(f"no candidates found for {interest!r} from {kind}")
+        attrs = {"request": request, "source": kind, "model": llm or "", "k": k,
+                 "n_requested": n_req, "n_obtained": len(result.words),
+                 "short_by": result.short_by, "context": context or "",
+                 "api_base": api_base or "", "rounds": result.rounds, "fetched": now_iso(),
+                 **result.extra}
+        with store.transaction() as txn:
+            txn.put_group(group_path(interest), {"word": result.words}, attrs)
+    if encode and store.children("features"):
+        from ..textcache import DEFAULT_TEMPLATE, text_features
+
+        stats: dict = {}
+        text_features(store, result.words, template or DEFAULT_TEMPLATE, model=model,
+                      show_progress=show_progress, stats=stats)
+        result.encoded, result.text_model_key = stats["encoded"], stats["model_key"]
+    return result
+
+
+def _fetch(kind, interest, n, llm, from_file, context, api_base, timeout, retries,
+           rounds) -> CandidateResult:
+    from . import wordnet
+    from .parse import normalise
+
+    if kind == "llm":
+        from .llm import ask_llm
+
+        ans = ask_llm(interest, n, llm, context=context, api_base=api_base, timeout=timeout,
+                      retries=retries, rounds=rounds, singular=wordnet.singular)
+        return CandidateResult(interest, ans.words, kind, llm, n, short_by=max(0, n - len(
+            ans.words)), rounds=ans.rounds, extra={"prompts": ans.prompts, "raw_response":
+                                                   ans.raw})
+    if kind == "file":
+        words = normalise(read_words_file(from_file))
+        return CandidateResult(interest, words[:n] if n else words, kind, n_requested=n)
+    if kind == "wordnet-all":
+        return CandidateResult(interest, wordnet.all_nouns(), kind)
+    words = wordnet.interest_candidates(interest, n)
+    return CandidateResult(interest, words, kind, n_requested=n,
+                           short_by=max(0, n - len(words)) if n else 0)

@@ -1,0 +1,112 @@
+"""Cached text features: each (model key, prompt template, text) is encoded once.
+
+Layout: ``/text_features/<model key>/<template id>/{text, vectors}`` with the template in the
+group's attributes (id = first 12 hex digits of its SHA-256). Encoding a large pool (all WordNet
+nouns) commits batch by batch to the journal, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import journal
+from .encoders import BUNDLED_WEIGHTS, ModelSpec, model_spec
+from .errors import MdclustError
+from .features import resolve_model_key
+from .progress import progress_bar
+from .store import Store
+
+DEFAULT_TEMPLATE = "A photo of a {}."
+
+
+def template_id(template: str) -> str:
+    return hashlib.sha256(template.encode()).hexdigest()[:12]
+
+
+def validate_template(template: str) -> None:
+    if template.count("{}") != 1:
+        raise MdclustError(f"prompt template must contain exactly one '{{}}': {template!r}")
+
+
+def spec_for_key(store: Store, key: str) -> ModelSpec:
+    """The model that produced the image features under ``key`` (text must come from it too)."""
+    attrs = store.attrs(f"features/{key}")
+    if not attrs:
+        raise MdclustError(f"no features {key!r} in {store.path}")
+    pretrained = attrs["pretrained"]
+    if attrs.get("weights_sha256") and not Path(pretrained).is_file():
+        bundled = BUNDLED_WEIGHTS.get(attrs["model"])  # the package may have moved since
+        pretrained = str(bundled) if bundled is not None else pretrained
+    spec = model_spec(attrs["model"], pretrained)
+    if attrs.get("weights_sha256") and spec.weights_sha256 != attrs["weights_sha256"]:
+        raise MdclustError(f"weights file {attrs['pretrained']} changed since the images were "
+                           "embedded; embed again or restore the file")
+    return spec
+
+
+def _group(key: str, template: str) -> str:
+    return f"text_features/{key}/{template_id(template)}"
+
+
+def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TEMPLATE, *,
+                  model: str | None = None, device: str = "cpu", batch_size: int = 512,
+                  show_progress: bool = False, encoder=None,
+                  stats: dict | None = None) -> np.ndarray:
+    """Unit text features (float32, aligned with ``texts``) for ``template.format(text)``.
+
+    ``stats``, if given, receives ``encoded`` (texts newly encoded) and ``model_key``.
+    """
+    validate_template(template)
+    key = resolve_model_key(store, model)
+    kind = f"text-{key.replace('@', '_')}-{template_id(template)}"
+    cached = _cached(store, key, template, kind)
+    missing = list(dict.fromkeys(t for t in texts if t not in cached))
+    if stats is not None:
+        stats.update(encoded=len(missing), model_key=key)
+    if missing:
+        if encoder is None:
+            from .encoders import ClipEncoder
+
+            encoder = ClipEncoder(spec_for_key(store, key), device=device)
+        with progress_bar(show_progress, unit="texts") as bar:
+            task = bar.add_task("encoding texts", total=len(missing))
+            for i in range(0, len(missing), batch_size):
+                chunk = missing[i:i + batch_size]
+                vecs = encoder.encode_texts([template.format(t) for t in chunk])
+                journal.write_batch(store, kind, text=np.array(chunk, dtype=object),
+                                    vectors=vecs.astype(np.float16))
+                cached.update(zip(chunk, vecs))
+                bar.advance(task, len(chunk))
+        _merge(store, key, template, kind)
+    return np.stack([np.asarray(cached[t], dtype=np.float32) for t in texts]) if len(texts) \
+        else np.zeros((0, 0), dtype=np.float32)
+
+
+def _cached(store: Store, key: str, template: str, kind: str) -> dict[str, np.ndarray]:
+    g = store.read_group(_group(key, template))
+    out = dict(zip(g["text"], g["vectors"])) if g else {}
+    for _, batch in journal.read_batches(store, kind):
+        out.update(zip((str(t) for t in batch["text"]), batch["vectors"]))
+    return out
+
+
+def _merge(store: Store, key: str, template: str, kind: str) -> None:
+    with store.transaction() as txn:
+        g = txn.read_group(_group(key, template))
+        texts = list(g["text"]) if g else []
+        vecs = [g["vectors"]] if g else []
+        seen = set(texts)
+        batches = journal.read_batches(store, kind)
+        for _, batch in batches:
+            keep = [i for i, t in enumerate(batch["text"]) if str(t) not in seen]
+            seen.update(str(batch["text"][i]) for i in keep)
+            texts += [str(batch["text"][i]) for i in keep]
+            vecs.append(batch["vectors"][keep])
+        txn.put_group(_group(key, template), {"text": texts,
+                                              "vectors": np.concatenate(vecs).astype(np.float16)},
+                      {"template": template, "model_key": key})
+    journal.clear(store, [p for p, _ in batches])

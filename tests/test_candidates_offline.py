@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from conftest import TINY
+from mdclust.candidates import candidates, load_candidates, read_words_file
+from mdclust.candidates.parse import normalise, parse_items
+from mdclust.candidates.wordnet import all_nouns, interest_candidates, singular
+from mdclust.embed import embed
+from mdclust.errors import MdclustError
+from mdclust.store import Store
+from mdclust.textcache import text_features
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    import nltk
+
+    def refuse(*a, **k):
+        raise AssertionError("nltk tried to download")
+
+    monkeypatch.setattr(nltk, "download", refuse)
+
+
+@pytest.mark.parametrize("text,items", [
+    ('["a", "b"]', ["a", "b"]),
+    ('{"colors": ["red", "blue"]}', ["red", "blue"]),
+    ('[{"name": "red"}, {"name": "blue"}]', ["red", "blue"]),
+    ("1. red\n2) blue\n3. green", ["red", "blue", "green"]),
+    ("red, blue; green", ["red", "blue", " green"]),
+])
+def test_parse_items(text, items):
+    assert [i.strip() for i in parse_items(text)] == [i.strip() for i in items]
+
+
+def test_normalise_cleans_and_dedupes():
+    got = normalise(['"Red"', "an Apple", "apples", "  the  dark   blue ", "red.", "x: y",
+                     "a very long phrase of five words", "42"], singular)
+    assert got == ["red", "apple", "dark blue", "x"]
+
+
+def test_wordnet_interest_candidates():
+    colors = interest_candidates("color", 25)
+    assert {"red", "blue", "green", "yellow"} <= set(colors)
+    fruits = interest_candidates("fruit", 60)
+    assert {"apple", "banana", "orange"} <= set(fruits)
+    animals = interest_candidates("animal", 80)
+    assert {"dog", "bird", "insect", "puppy"} <= set(animals)
+    assert len(colors) == 25 and len(set(colors)) == 25
+    with pytest.raises(MdclustError, match="WordNet has no noun"):
+        interest_candidates("qwertyuiop")
+
+
+def test_wordnet_all_is_the_noun_vocabulary():
+    nouns = all_nouns()
+    # 82,115 noun synsets in WordNet 3.0 -> 67,186 distinct first-lemma names
+    assert len(nouns) == 67_186
+    assert len(set(nouns)) == len(nouns)
+    assert {"dog", "apple", "red"} <= set(nouns)
+
+
+def test_words_file(tmp_path):
+    f = tmp_path / "w.txt"
+    f.write_text("# comment\nRed, Blue\ngreen\n\n")
+    assert normalise(read_words_file(f)) == ["red", "blue", "green"]
+
+
+def test_candidates_from_wordnet_are_stored_and_loaded(store_path):
+    st = Store(store_path)
+    res = candidates(st, "color", k=3, source="wordnet", encode=False)
+    assert res.n_requested == 96 and not res.cached
+    assert load_candidates(st, "color") == res.words
+    again = candidates(st, "color", k=3, source="wordnet", encode=False)
+    assert again.cached
+    with pytest.raises(MdclustError, match="no candidates for interest 'shape'"):
+        load_candidates(st, "shape")
+    for bad in ("", "a/b", ".hidden"):
+        with pytest.raises(MdclustError):
+            candidates(st, bad, source="wordnet", encode=False)
+
+
+def test_text_cache_encodes_each_text_once(images, store_path):
+    st = Store(store_path)
+    embed(images, st, model=TINY, pretrained="random", workers=0)
+    words = ["red", "blue", "green", "red"]
+    stats = {}
+    a = text_features(st, words, stats=stats)
+    assert stats["encoded"] == 3 and a.shape == (4, 64)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-3)
+    np.testing.assert_array_equal(a[0], a[3])
+    b = text_features(st, ["green", "red"], stats=stats)
+    assert stats["encoded"] == 0
+    np.testing.assert_allclose(b, a[[2, 0]], atol=1e-3)
+    # another template is another cache entry
+    text_features(st, ["red"], template="a {} thing", stats=stats)
+    assert stats["encoded"] == 1
+    with pytest.raises(MdclustError, match="exactly one"):
+        text_features(st, ["red"], template="no placeholder")
+
+
+def test_text_cache_resumes_after_interruption(images, store_path):
+    from mdclust.encoders import ClipEncoder, model_spec
+
+    st = Store(store_path)
+    embed(images, st, model=TINY, pretrained="random", workers=0)
+    enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
+    real = enc.encode_texts
+    calls = {"n": 0}
+
+    def failing(texts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(texts)
+
+    enc.encode_texts = failing
+    words = [f"word{i}" for i in range(50)]
+    with pytest.raises(KeyboardInterrupt):
+        text_features(st, words, batch_size=10, encoder=enc)
+    stats = {}
+    out = text_features(st, words, batch_size=10, stats=stats)
+    assert stats["encoded"] == 30  # the two committed batches were kept
+    expected = real([f"A photo of a {w}." for w in words])
+    np.testing.assert_allclose(out, expected, atol=2e-3)
