@@ -193,16 +193,49 @@ class ClipEncoder:
             self._tokenizer = open_clip.get_tokenizer(self.spec.model)
         return self._tokenizer(texts)
 
+    def _text_forward(self, tokens):
+        """encode_text, cut to the longest text in the batch when that is exact.
+
+        With a causal attention mask and end-of-text pooling, the positions after a text's end
+        token cannot influence its feature, so running 77 positions for a 10-token prompt only
+        wastes time (about 5x for "A photo of a {}." prompts).
+        """
+        import open_clip
+
+        model = self.model
+        exact = (type(model) is open_clip.CLIP and getattr(model, "attn_mask", None) is not None
+                 and getattr(model, "text_pool_type", "argmax") == "argmax")
+        if not exact:
+            return model.encode_text(tokens)
+        from open_clip.transformer import text_global_pool
+
+        n = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :n]
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+        x = text_global_pool(model.ln_final(x), tokens, "argmax")
+        proj = model.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, self._torch.nn.Linear) else x @ proj
+
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> "Any":
-        """Texts -> (N, D) float32 numpy array of unit vectors."""
+        """Texts -> (N, D) float32 numpy array of unit vectors (batched by token length)."""
         import numpy as np
 
         torch = self._torch
-        out = []
+        if not len(texts):
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        tokens = self.tokenize(list(texts))
+        order = np.argsort(tokens.argmax(dim=-1).numpy(), kind="stable")
+        parts = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenize(list(texts[i:i + batch_size])).to(self.device)
+            idx = torch.from_numpy(order[i:i + batch_size])
             with torch.inference_mode(), self._autocast():
-                feats = self.model.encode_text(tokens)
-                out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+                feats = self._text_forward(tokens[idx].to(self.device))
+                parts.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
             self.forwards += 1
-        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), dtype=np.float32)
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(parts)
+        return out

@@ -87,8 +87,11 @@ def test_text_cache_encodes_each_text_once(images, store_path):
     assert stats["encoded"] == 3 and a.shape == (4, 64)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-3)
     np.testing.assert_array_equal(a[0], a[3])
-    b = text_features(st, ["green", "red"], stats=stats)
-    assert stats["encoded"] == 0
+    from mdclust.encoders import ClipEncoder, model_spec
+
+    enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
+    b = text_features(st, ["green", "red"], stats=stats, encoder=enc)
+    assert stats["encoded"] == 0 and enc.forwards == 0
     np.testing.assert_allclose(b, a[[2, 0]], atol=1e-3)
     # another template is another cache entry
     text_features(st, ["red"], template="a {} thing", stats=stats)
@@ -121,3 +124,16 @@ def test_text_cache_resumes_after_interruption(images, store_path):
     assert stats["encoded"] == 30  # the two committed batches were kept
     expected = real([f"A photo of a {w}." for w in words])
     np.testing.assert_allclose(out, expected, atol=2e-3)
+
+
+def test_trimmed_text_forward_equals_open_clip():
+    import torch
+
+    from mdclust.encoders import ClipEncoder, model_spec
+
+    enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
+    texts = ["A photo of a dog.", "x", "a much longer caption " * 5, "red"] * 3
+    ours = enc.encode_texts(texts, batch_size=5)
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(enc.model.encode_text(enc.tokenize(texts)), dim=-1)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
