@@ -219,6 +219,125 @@ def candidates(
             typer.echo(f"encoded {res.encoded} new text features with {res.text_model_key}")
 
 
+InterestOpt = typer.Option(None, "--interest", "-i", help="The user's interest (optional for "
+                                                           "interest-free methods: kmeans).")
+ModelKeyOpt = typer.Option(None, "--model", help="Feature model key, when the store has several.")
+
+
+@app.command("filter")
+@_command
+def filter_cmd(
+    interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
+    method: str = typer.Option("gradnorm", help="gradnorm, msp (TAC) or cosine (SIC)."),
+    pool: str = typer.Option("candidates", help="candidates (the interest's) or wordnet-all."),
+    k: Optional[int] = typer.Option(None, help="Clusters wanted K; sets C = N/600 or 3K "
+                                               "[default: the candidates' --k]."),
+    clusters: Optional[int] = typer.Option(None, help="Pseudo-classes C, overriding the rule."),
+    beta: int = typer.Option(5, help="Nouns kept per pseudo-class."),
+    tau: float = typer.Option(12.5, help="Classifier temperature (1/0.08)."),
+    epochs: int = typer.Option(30, help="Classifier epochs (Adam)."),
+    lr: float = typer.Option(1e-3, help="Classifier learning rate."),
+    batch: int = typer.Option(2048, help="Classifier batch size."),
+    min_steps: int = typer.Option(1000, help="At least this many optimiser steps (small sets)."),
+    seed: int = typer.Option(0, help="Seed of the pseudo-label k-means and the classifier."),
+    template: str = typer.Option("A photo of a {}.", help="Text prompt for the nouns."),
+    model: Optional[str] = ModelKeyOpt,
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases)."""
+    from .filter import filter_nouns
+
+    res = filter_nouns(_store(store), interest, method=method, pool=pool, k=k,
+                       clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr, batch=batch,
+                       min_steps=min_steps, seed=seed, model=model, template=template,
+                       show_progress=not (quiet or as_json))
+    if as_json:
+        _emit_json(res.to_json())
+    elif not quiet:
+        shown = ", ".join(res.selected[:40]) + (" ..." if len(res.selected) > 40 else "")
+        typer.echo(f"{len(res.selected)} of {res.pool_size} nouns kept for {res.interest!r} "
+                   f"({res.method}, C = {res.classes}, {res.seconds:.1f} s): {shown}")
+
+
+@app.command("cluster")
+@_command
+def cluster_cmd(
+    interest: Optional[str] = InterestOpt,
+    method: str = typer.Option("kmeans", help="kmeans, zeroshot, gradnorm, tac or sic."),
+    k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
+                                               "candidates' --k]."),
+    seed: int = typer.Option(0, help="k-means seed."),
+    spherical: bool = typer.Option(False, help="kmeans: cluster by cosine on the sphere."),
+    kappa: float = typer.Option(0.006, help="gradnorm/tac/sic: text-counterpart temperature."),
+    model: Optional[str] = ModelKeyOpt,
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Cluster the images for an interest with a method; stores labels and features."""
+    from .cluster import cluster
+
+    res = cluster(_store(store), interest, method=method, k=k, seed=seed, model=model,
+                  spherical=spherical, kappa=kappa)
+    if as_json:
+        _emit_json(res.to_json())
+    elif not quiet:
+        named = f"; clusters: {', '.join(res.names)}" if res.names else ""
+        typer.echo(f"{res.n} images in {res.k} clusters ({res.method}"
+                   + (f", interest {res.interest!r}" if res.interest else "")
+                   + f"), sizes {res.sizes}{named}")
+
+
+@app.command("eval")
+@_command
+def eval_cmd(
+    interest: Optional[str] = InterestOpt,
+    method: str = typer.Option("kmeans", help="The clustering to score."),
+    aspect: Optional[str] = typer.Option(None, help="Ground-truth aspect [default: the "
+                                                    "interest's name, or the only one]."),
+    labels: Optional[Path] = typer.Option(None, help="Ground-truth CSV (path, aspects...) "
+                                                     "instead of the stored labels."),
+    runs: int = typer.Option(10, help="k-means runs (seeds 0..runs-1) on the method's "
+                                      "features; mean and std are reported."),
+    fail_under_nmi: Optional[float] = typer.Option(None, help="Exit 1 when the mean NMI is "
+                                                              "below this (CI gate)."),
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Score a clustering against ground truth: NMI, ARI, ACC, RI."""
+    from .errors import QualityGateFailed
+    from .evaluate import METRICS, evaluate
+
+    try:
+        res = evaluate(_store(store), interest, method=method, aspect=aspect, labels=labels,
+                       runs=runs, fail_under_nmi=fail_under_nmi)
+    except QualityGateFailed as exc:
+        if as_json:
+            _emit_json(exc.details)
+        raise
+    if as_json:
+        _emit_json(res)
+    elif not quiet:
+        typer.echo(f"{res['method']} on {res['aspect']} ({res['n']} images, k = {res['k']}, "
+                   f"{res['runs']} run{'s' if res['runs'] > 1 else ''}): " + "  ".join(
+                       f"{m.upper()} {res[m]:.4f}±{res[m + '_std']:.4f}" for m in METRICS))
+
+
+@app.command("export")
+@_command
+def export_cmd(
+    interest: Optional[str] = InterestOpt,
+    method: str = typer.Option("kmeans", help="The clustering to export."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file [default: stdout]."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Write a clustering as CSV: path,cluster (and name, for zeroshot)."""
+    from .evaluate import export_csv
+
+    text = export_csv(_store(store), interest, method=method)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
 datasets_app = typer.Typer(no_args_is_help=True, help="Generate synthetic image sets.")
 app.add_typer(datasets_app, name="datasets")
 

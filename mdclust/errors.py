@@ -8,6 +8,11 @@ class MdclustError(Exception):
 
 
 class QualityGateFailed(MdclustError):
-    """A requested quality threshold was not met: exit code 1."""
+    """A requested quality threshold was not met: exit code 1. ``details`` is the measurement,
+    which the CLI still prints under --json."""
 
     exit_code = 1
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}

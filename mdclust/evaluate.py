@@ -1,0 +1,94 @@
+"""`mdclust eval` and `mdclust export`.
+
+Protocol for methods that produce features (shared/papers/001): k-means ``runs`` times with
+seeds 0..runs-1 on the stored features, mean and standard deviation of each metric. Methods
+that produce labels only (zeroshot) are scored once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .candidates import validate_interest
+from .cluster import clustering_features, read_clustering
+from .errors import MdclustError, QualityGateFailed
+from .labels import read_labels_csv
+from .methods.baselines import kmeans
+from .metrics import scores
+from .store import Store
+
+METRICS = ("nmi", "ari", "acc", "ri")
+
+
+def _truth(store: Store, aspect: str | None, interest: str | None,
+           labels_csv: str | Path | None) -> tuple[str, dict[str, str]]:
+    if labels_csv:
+        root = store.attrs("images").get("root")
+        table = read_labels_csv(labels_csv, Path(root) if root else None)
+    else:
+        g = store.read_group("labels")
+        if g is None:
+            raise MdclustError("no ground truth: pass --labels CSV, or embed with --labels")
+        table = {a: dict(zip(g["path"], g[a])) for a in g.attrs.get("aspects", [])}
+    aspects = list(table)
+    if aspect is None:
+        if interest in table:
+            aspect = interest
+        elif len(aspects) == 1:
+            aspect = aspects[0]
+        else:
+            raise MdclustError("choose the ground-truth aspect with --aspect: " + ", ".join(aspects))
+    if aspect not in table:
+        raise MdclustError(f"no labels for aspect {aspect!r}; known: {', '.join(aspects)}")
+    return aspect, table[aspect]
+
+
+def evaluate(store: Store, interest: str | None = None, *, method: str = "kmeans",
+             aspect: str | None = None, labels: str | Path | None = None, runs: int = 10,
+             fail_under_nmi: float | None = None) -> dict:
+    if interest is not None:
+        interest = validate_interest(interest)
+    if runs < 1:
+        raise MdclustError("--runs must be at least 1")
+    store.validate()
+    group = read_clustering(store, interest, method)
+    aspect, truth = _truth(store, aspect, interest, labels)
+    paths = list(group["path"])
+    rows = [i for i, p in enumerate(paths) if truth.get(p, "")]
+    if not rows:
+        raise MdclustError(f"none of the clustered images has a {aspect!r} label")
+    t = [truth[paths[i]] for i in rows]
+    k = int(group.attrs["params"]["k"])
+    X = clustering_features(store, group)
+    if X is None:
+        per_run = [scores(t, np.asarray(group["label"])[rows])]
+    else:
+        per_run = [scores(t, kmeans(X, k, seed=s)[rows]) for s in range(runs)]
+    out = {"interest": interest, "method": method, "aspect": aspect, "k": k,
+           "n": len(rows), "unlabeled": len(paths) - len(rows), "runs": len(per_run),
+           "classes": len(set(t))}
+    for m in METRICS:
+        vals = np.array([r[m] for r in per_run])
+        out[m] = round(float(vals.mean()), 6)
+        out[f"{m}_std"] = round(float(vals.std()), 6)
+    if fail_under_nmi is not None and out["nmi"] < fail_under_nmi:
+        raise QualityGateFailed(f"NMI {out['nmi']:.4f} of {method} on {aspect} is below "
+                                f"--fail-under-nmi {fail_under_nmi}", details=out)
+    return out
+
+
+def export_csv(store: Store, interest: str | None = None, *, method: str = "kmeans") -> str:
+    if interest is not None:
+        interest = validate_interest(interest)
+    group = read_clustering(store, interest, method)
+    names = group.get("cluster_name")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "cluster"] + (["name"] if names else []))
+    for p, label in zip(group["path"], group["label"]):
+        w.writerow([p, int(label)] + ([names[int(label)]] if names else []))
+    return buf.getvalue()

@@ -1,0 +1,111 @@
+"""GradNorm noun filtering and its special cases TAC (MSP) and SIC (cosine), after
+shared/papers/003 (Language-assisted Image Clustering). Notation follows the paper:
+E image features (n, d), R noun text features (m, d), W classifier weights (d, C), all unit
+vectors; docs/methods/gradnorm.md lists every choice the paper leaves open.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TAU = 1 / 0.08  # classifier temperature tau (paper: fixed for all datasets)
+KAPPA = 0.006  # text-counterpart temperature kappa
+BETA = 5  # nouns kept per pseudo-class
+EPOCHS, LR, BATCH = 30, 1e-3, 2048  # Adam, as in the paper
+SCORES = ("gradnorm", "msp", "cosine")
+
+
+def n_pseudo_classes(n: int, k: int) -> int:
+    """C = N/600 when the average cluster (N/K) would exceed 600 images, else 3K (as TAC)."""
+    c = round(n / 600) if n / k > 600 else 3 * k
+    return int(max(2, min(c, n)))
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def normalise_columns(w: np.ndarray) -> np.ndarray:
+    return w / np.linalg.norm(w, axis=0, keepdims=True).clip(min=1e-12)
+
+
+def centroid_weights(E: np.ndarray, y: np.ndarray, C: int) -> np.ndarray:
+    """Eq. (12): the tau -> 0 limit of the classifier, normalised class means (d, C)."""
+    W = np.stack([E[y == c].mean(0) if np.any(y == c) else np.zeros(E.shape[1])
+                  for c in range(C)], axis=1)
+    return normalise_columns(W)
+
+
+def train_cosine_classifier(E: np.ndarray, y: np.ndarray, C: int, *, tau: float = TAU,
+                            epochs: int = EPOCHS, lr: float = LR, batch: int = BATCH,
+                            min_steps: int = 0, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """ERM of Eq. (3)-(4) with unit-norm class weights (Theorem 2's ||w_k|| = 1).
+
+    W = V / ||V|| column-wise, V randomly initialised; Adam. Returns the effective W (d, C) and
+    the mean loss per epoch. ``min_steps`` lengthens training on small sets (see docs).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.from_numpy(np.ascontiguousarray(E, dtype=np.float32))
+    Y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    V = torch.nn.Parameter(torch.randn(E.shape[1], C, generator=g) / np.sqrt(E.shape[1]))
+    opt = torch.optim.Adam([V], lr=lr)
+    steps_per_epoch = max(1, -(-len(X) // batch))
+    epochs = max(epochs, -(-min_steps // steps_per_epoch))
+    curve = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(X), generator=g)
+        total = 0.0
+        for i in range(0, len(X), batch):
+            idx = perm[i:i + batch]
+            W = torch.nn.functional.normalize(V, dim=0)
+            loss = torch.nn.functional.cross_entropy(tau * X[idx] @ W, Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        curve.append(total / len(X))
+    with torch.no_grad():
+        W = torch.nn.functional.normalize(V, dim=0).numpy().astype(np.float64)
+    return W, curve
+
+
+def noun_scores(R: np.ndarray, W: np.ndarray, method: str = "gradnorm",
+                tau: float = TAU) -> tuple[np.ndarray, np.ndarray]:
+    """Score per noun (lower = more positive) and the pseudo-class it is assigned to.
+
+    gradnorm: Eq. (6), S = tau^2 (sum_k pi_k^2 + 1 - 2 max_k pi_k) = ||d loss / d W||_F^2 for a
+              unit-norm text feature and its own argmax as target;
+    msp:      Eq. (13), (1 - max_k pi_k)^2, TAC's maximum softmax probability;
+    cosine:   Eq. (15), -max_k r^T w_k, SIC's cosine similarity.
+    """
+    logits = R @ W
+    if method == "cosine":
+        return -logits.max(1), logits.argmax(1)
+    pi = softmax(tau * logits)
+    if method == "msp":
+        return (1 - pi.max(1)) ** 2, pi.argmax(1)
+    if method == "gradnorm":
+        return tau ** 2 * ((pi ** 2).sum(1) + 1 - 2 * pi.max(1)), pi.argmax(1)
+    raise ValueError(f"unknown score {method!r}; use one of {', '.join(SCORES)}")
+
+
+def select(scores: np.ndarray, assign: np.ndarray, beta: int = BETA) -> np.ndarray:
+    """Eq. (8): in each pseudo-class, the beta nouns with the lowest score (indices, sorted)."""
+    keep = []
+    for c in np.unique(assign):
+        members = np.flatnonzero(assign == c)
+        keep.extend(members[np.argsort(scores[members], kind="stable")[:beta]])
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
+                     chunk: int = 8192) -> np.ndarray:
+    """Eq. (9): v_i = sum_j softmax_j(e_i^T r_j / kappa) r_j, over the selected nouns."""
+    out = np.empty((len(E), R_sel.shape[1]), dtype=np.float32)
+    for i in range(0, len(E), chunk):
+        out[i:i + chunk] = softmax(E[i:i + chunk] @ R_sel.T / kappa) @ R_sel
+    return out

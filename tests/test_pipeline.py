@@ -1,0 +1,155 @@
+"""End to end on a generated multi-aspect set with the bundled tiny CLIP:
+candidates -> filter -> cluster -> eval, through the CLI."""
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import MDCLUST
+from mdclust.cli import app
+from mdclust.datasets import generate_shapes
+
+COLORS = "red blue green yellow orange purple pink brown black white gray cyan magenta teal navy"
+SHAPES = "circle square triangle star cross rectangle oval hexagon diamond heart arrow ring"
+runner = CliRunner()
+
+
+def cli(store, *args, code=0):
+    r = runner.invoke(app, [*args, "--store", str(store)])
+    assert r.exit_code == code, (args, r.stdout, r.stderr)
+    return r
+
+
+def cli_json(store, *args):
+    return json.loads(cli(store, *args, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    labels = generate_shapes(root / "images", n=300, seed=11)
+    store = root / "s.h5"
+    cli(store, "embed", str(root / "images"), "--model", "mdclust-tiny", "--labels",
+        str(labels), "--workers", "0", "--quiet")
+    for interest, words in (("color", COLORS), ("shape", SHAPES)):
+        f = root / f"{interest}.txt"
+        f.write_text("\n".join(words.split()))
+        cli(store, "candidates", "--interest", interest, "--from-file", str(f), "--quiet")
+    return store
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_zeroshot_with_color_candidates(demo):
+    out = cli_json(demo, "cluster", "--interest", "color", "--method", "zeroshot", "--k", "6")
+    assert set(out) >= {"interest", "method", "k", "n", "sizes"}
+    assert out["n"] == 300 and sum(out["sizes"]) == 300 and out["k"] == 6
+    assert set(out["names"]) == {"red", "blue", "green", "yellow", "orange", "purple"}
+    ev = cli_json(demo, "eval", "--interest", "color", "--method", "zeroshot")
+    assert ev["aspect"] == "color" and ev["runs"] == 1
+    assert ev["nmi"] >= 0.9
+
+
+@pytest.mark.parametrize("interest,k,other", [("color", 6, "shape"), ("shape", 5, "color")])
+def test_gradnorm_follows_the_interest(demo, interest, k, other):
+    f = cli_json(demo, "filter", "--interest", interest, "--method", "gradnorm", "--k", str(k))
+    assert f["classes"] == 3 * k and 0 < f["count"] <= 5 * 3 * k
+    cli(demo, "cluster", "--interest", interest, "--method", "gradnorm", "--k", str(k), "--quiet")
+    own = cli_json(demo, "eval", "--interest", interest, "--method", "gradnorm")
+    cross = cli_json(demo, "eval", "--interest", interest, "--method", "gradnorm",
+                     "--aspect", other)
+    assert own["runs"] == 10 and own["aspect"] == interest
+    assert own["nmi"] >= 0.8 and own["nmi"] > cross["nmi"] + 0.5
+    for key in ("nmi", "ari", "acc", "ri", "nmi_std"):
+        assert 0 <= own[key] <= 1
+
+
+def test_tac_sic_and_kmeans_run_and_are_scored(demo):
+    for method, score in (("tac", "msp"), ("sic", "cosine")):
+        cli(demo, "filter", "--interest", "color", "--method", score, "--k", "6", "--quiet")
+        cli(demo, "cluster", "--interest", "color", "--method", method, "--k", "6", "--quiet")
+        assert cli_json(demo, "eval", "--interest", "color", "--method", method)["nmi"] > 0.8
+    cli(demo, "cluster", "--method", "kmeans", "--k", "5", "--quiet")  # no interest needed
+    km = cli_json(demo, "eval", "--method", "kmeans", "--aspect", "shape", "--runs", "3")
+    assert km["runs"] == 3 and km["interest"] is None
+
+
+def test_filter_never_reads_labels(demo, tmp_path):
+    copy = tmp_path / "nolabels.h5"
+    shutil.copy(demo, copy)
+    from mdclust.store import Store
+
+    with Store(copy).transaction() as txn:
+        txn.delete("labels")
+    a = cli_json(demo, "filter", "--interest", "color", "--method", "gradnorm", "--k", "6")
+    b = cli_json(copy, "filter", "--interest", "color", "--method", "gradnorm", "--k", "6")
+    assert a["selected"] == b["selected"] and a["scores"] == pytest.approx(b["scores"])
+
+
+def test_export_csv(demo):
+    cli(demo, "cluster", "--interest", "shape", "--method", "zeroshot", "--k", "5", "--quiet")
+    r = cli(demo, "export", "--interest", "shape", "--method", "zeroshot")
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["path", "cluster", "name"] and len(rows) == 301
+    truth = {row["path"]: row["shape"] for row in
+             csv.DictReader(open(demo.parent / "images" / "labels.csv"))}
+    assert sum(truth[p] == name for p, _, name in rows[1:]) >= 290
+
+
+def test_quality_gate_exit_1_with_json_from_a_real_process(demo):
+    cli(demo, "cluster", "--interest", "color", "--method", "zeroshot", "--k", "6", "--quiet")
+    ok = subprocess.run([MDCLUST, "eval", "--interest", "color", "--method", "zeroshot",
+                         "--store", str(demo), "--json", "--fail-under-nmi", "0.5"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["nmi"] >= 0.9
+    bad = subprocess.run([MDCLUST, "eval", "--interest", "color", "--method", "zeroshot",
+                          "--aspect", "shape", "--store", str(demo), "--json",
+                          "--fail-under-nmi", "0.5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["nmi"] < 0.5
+    assert "below --fail-under-nmi" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["cluster", "--interest", "mood", "--method", "zeroshot", "--k", "3"], "no candidates"),
+    (["cluster", "--method", "zeroshot", "--k", "3"], "--interest is required"),
+    (["cluster", "--method", "kmeans", "--k", "1000"], "more than the number of images"),
+    (["cluster", "--method", "kmeans", "--k", "1"], "at least 2"),
+    (["cluster", "--method", "kmeans"], "give --k"),
+    (["cluster", "--method", "spectral", "--k", "3"], "unknown method"),
+    (["cluster", "--interest", "mood", "--method", "gradnorm", "--k", "3"], "no filtered nouns"),
+    (["filter", "--interest", "mood", "--k", "3"], "no candidates"),
+    (["filter", "--interest", "color", "--method", "magic", "--k", "3"], "unknown filter"),
+    (["filter", "--interest", "color"], "give --k"),
+    (["eval", "--interest", "mood", "--method", "zeroshot"], "no zeroshot clustering"),
+    (["eval", "--interest", "color", "--method", "zeroshot", "--aspect", "smell"],
+     "no labels for aspect"),
+    (["eval", "--interest", "color", "--method", "zeroshot", "--labels", "/no/file.csv"],
+     "labels file not found"),
+])
+def test_bad_input_is_exit_2_and_leaves_the_store(demo, args, message):
+    cli(demo, "cluster", "--interest", "color", "--method", "zeroshot", "--k", "6", "--quiet")
+    before = digest(demo)
+    r = cli(demo, *args, code=2)
+    assert message in r.stderr and r.stderr.count("\n") == 1 and r.stdout == ""
+    assert digest(demo) == before
+
+
+def test_eval_without_any_ground_truth(tmp_path, demo):
+    copy = tmp_path / "nolabels.h5"
+    shutil.copy(demo, copy)
+    from mdclust.store import Store
+
+    with Store(copy).transaction() as txn:
+        txn.delete("labels")
+    cli(copy, "cluster", "--method", "kmeans", "--k", "3", "--quiet")
+    r = cli(copy, "eval", "--method", "kmeans", code=2)
+    assert "no ground truth" in r.stderr
