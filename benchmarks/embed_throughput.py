@@ -84,8 +84,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; model {args.model} ({args.pretrained}); "
           f"{args.n} JPEGs {args.size}px")
     print(f"naive loop      : {t_naive:7.2f} s  {n1 / t_naive:7.1f} img/s")
+    workers = args.workers if args.workers is not None else "default"
     print(f"mdclust embed   : {t_md:7.2f} s  {n2 / t_md:7.1f} img/s  "
-          f"(batch {args.batch_size}, workers {args.workers if args.workers is not None else 'default'})")
+          f"(batch {args.batch_size}, workers {workers})")
     print(f"speed-up        : {t_naive / t_md:7.2f}x  (target >= 1.5x)")
     print(f"unchanged rerun : {t_re:7.2f} s")
 

@@ -96,9 +96,9 @@ def embed(
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or "
                                                "bf16."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, help="Decoding processes running beside the "
-                                                     "model [default: CPUs - 1, at most 8]; 0 decodes "
-                                                     "inline."),
+    workers: Optional[int] = typer.Option(
+        None, help="Decoding processes running beside the model [default: CPUs - 1, at most "
+                   "8]; 0 decodes inline."),
     labels: Optional[Path] = typer.Option(None, help="CSV: path, then one column per aspect."),
     allow_download: bool = typer.Option(False, help="Let open_clip fetch weights from the hub."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,

@@ -72,7 +72,8 @@ def model_spec(model: str, pretrained: str | None = None) -> ModelSpec:
         pretrained = str(bundled) if bundled is not None else DEFAULT_TAG
     pretrained = str(pretrained)
     path = Path(pretrained).expanduser()
-    looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
+    looks_like_path = os.sep in pretrained or pretrained.endswith(
+        (".pt", ".bin", ".safetensors", ".pth"))
     if path.is_file():
         return ModelSpec(model, str(path.resolve()), _file_sha256(path))
     if looks_like_path:
@@ -160,7 +161,8 @@ class ClipEncoder:
                     f"weights {spec.model}/{spec.pretrained} are not available offline; pass a "
                     "local file with --pretrained /path/to/open_clip_model.bin (or "
                     "--allow-download to fetch them)") from exc
-            raise MdclustError(f"cannot load {spec.model}/{spec.pretrained}: {first[:200]}") from exc
+            raise MdclustError(
+                f"cannot load {spec.model}/{spec.pretrained}: {first[:200]}") from exc
         model.eval()
         self.model = model
         self.preprocess = preprocess

@@ -41,7 +41,8 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
         elif len(aspects) == 1:
             aspect = aspects[0]
         else:
-            raise MdclustError("choose the ground-truth aspect with --aspect: " + ", ".join(aspects))
+            raise MdclustError("choose the ground-truth aspect with --aspect: "
+                               + ", ".join(aspects))
     if aspect not in table:
         raise MdclustError(f"no labels for aspect {aspect!r}; known: {', '.join(aspects)}")
     return aspect, table[aspect]

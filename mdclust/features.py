@@ -38,7 +38,8 @@ def resolve_model_key(store: Store, model: str | None = None) -> str:
         return matches[0]
     if matches:
         raise MdclustError(f"--model {model} matches several feature sets: {', '.join(matches)}")
-    raise MdclustError(f"no features for model {model!r} in {store.path}; stored: {', '.join(keys)}")
+    raise MdclustError(
+        f"no features for model {model!r} in {store.path}; stored: {', '.join(keys)}")
 
 
 def load_image_features(store: Store, model: str | None = None) -> ImageFeatures:

@@ -9,6 +9,7 @@ from .store import Store
 
 
 def info(store: Store) -> dict[str, Any]:
+    store.validate()
     with store.snapshot() as snap:
         root_attrs = snap.attrs("/")
         images = snap.shape("images/path")

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -24,6 +24,9 @@ from . import __version__
 from .errors import MdclustError
 
 SCHEMA_VERSION = 1
+# Upgrade steps, as in simonw/llm's migrations: MIGRATIONS[v] turns a schema-v store into
+# schema v+1 inside one transaction. Stores of an older schema are upgraded on first use.
+MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {}
 SCHEMA_ATTR = "mdclust_schema"
 DEFAULT_STORE = "mdclust.h5"
 _JSON_PREFIX = "json:"
@@ -143,9 +146,13 @@ class Transaction(_Snapshot):
         self._puts.pop(path, None)
         self._deletes.add(path)
 
+    def touch(self) -> None:
+        """Rewrite the file even without group changes (the root attributes are refreshed)."""
+        self._touched = True
+
     @property
     def dirty(self) -> bool:
-        return bool(self._puts or self._deletes)
+        return bool(self._puts or self._deletes or getattr(self, "_touched", False))
 
     def _write(self, dst: h5py.File) -> None:
         skip = set(self._puts) | self._deletes
@@ -189,9 +196,27 @@ class Store:
         return self.path.exists()
 
     def validate(self) -> None:
-        """Raise MdclustError if the file exists but is not a store this version can read."""
-        with self._open_read():
-            pass
+        """Raise MdclustError if the file is not a store this version can read; upgrade a store
+        of an older schema in place (atomically, like every write)."""
+        with self._open_read() as f:
+            schema = int(f.attrs[SCHEMA_ATTR]) if f is not None else SCHEMA_VERSION
+        if schema < SCHEMA_VERSION:
+            self.upgrade()
+
+    def upgrade(self) -> int:
+        """Apply the migrations from the file's schema to SCHEMA_VERSION; returns steps run."""
+        with self.transaction() as txn:
+            version = int(txn.attrs("/").get(SCHEMA_ATTR, SCHEMA_VERSION))
+            steps = 0
+            while version < SCHEMA_VERSION:
+                if version not in MIGRATIONS:
+                    raise MdclustError(f"no upgrade from store schema {version}; "
+                                       "export your results and start a new store")
+                MIGRATIONS[version](txn)
+                version += 1
+                steps += 1
+            txn.touch()
+        return steps
 
     @contextlib.contextmanager
     def _open_read(self) -> Iterator[h5py.File | None]:

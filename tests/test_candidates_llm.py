@@ -2,9 +2,9 @@ import json
 import time
 
 import pytest
+from llm_server import FakeLLM
 from typer.testing import CliRunner
 
-from llm_server import FakeLLM
 from mdclust.candidates import candidates
 from mdclust.cli import app
 from mdclust.errors import MdclustError

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from mdclust.candidates import candidates, load_candidates, read_words_file
 from mdclust.candidates.parse import normalise, parse_items
 from mdclust.candidates.wordnet import all_nouns, interest_candidates, singular

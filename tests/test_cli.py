@@ -1,14 +1,13 @@
 import json
-import os
 import signal
 import subprocess
 import time
 
 import numpy as np
 import pytest
+from conftest import MDCLUST, TINY, write_images
 from typer.testing import CliRunner
 
-from conftest import MDCLUST, TINY, write_images
 from mdclust.cli import app
 from mdclust.store import Store
 

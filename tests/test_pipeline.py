@@ -9,9 +9,9 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import MDCLUST
 from typer.testing import CliRunner
 
-from conftest import MDCLUST
 from mdclust.cli import app
 from mdclust.datasets import generate_shapes
 

@@ -1,5 +1,4 @@
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -122,3 +121,26 @@ def test_sigkill_during_commits_never_corrupts(store_path):
         txn.put_group("c", {"v": np.arange(2)})
     assert [p.name for p in store_path.parent.iterdir()
             if p.name.startswith(f".{store_path.name}")] == []
+
+
+def test_older_schema_is_upgraded_by_its_migration(store_path, monkeypatch):
+    import mdclust.store as store_mod
+
+    with Store(store_path).transaction() as txn:
+        txn.put_group("images", {"path": ["a.png"]})
+
+    def rename_images(txn):  # a made-up step from schema 1 to 2
+        g = txn.read_group("images")
+        txn.put_group("pictures", dict(g.data), provenance=False)
+        txn.delete("images")
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {1: rename_images})
+    st = Store(store_path)
+    st.validate()
+    assert st.attrs("/")[SCHEMA_ATTR] == 2
+    assert st.read_group("pictures")["path"] == ["a.png"] and st.read_group("images") is None
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+    with pytest.raises(MdclustError, match="no upgrade from store schema 2"):
+        st.validate()

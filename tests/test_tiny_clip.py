@@ -5,8 +5,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 from mdclust.encoders import BUNDLED_WEIGHTS, ClipEncoder, model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
