@@ -169,7 +169,8 @@ def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
 @app.command()
 @_command
 def candidates(
-    interest: Optional[str] = typer.Option(None, help="The user's interest, e.g. color."),
+    interest: Optional[str] = typer.Option(None, "--interest", "-i",
+                                           help="The user's interest, e.g. color."),
     k: Optional[int] = typer.Option(None, help="Number of clusters M; sets --n to 2^5 * M "
                                               "(Multi-DProxy's 2^(E/R) * M)."),
     n: Optional[int] = typer.Option(None, help="Number of candidates to ask for [default: "
@@ -284,6 +285,58 @@ def cluster_cmd(
         typer.echo(f"{res.n} images in {res.k} clusters ({res.method}"
                    + (f", interest {res.interest!r}" if res.interest else "")
                    + f"), sizes {res.sizes}{named}")
+
+
+@app.command("train")
+@_command
+def train_cmd(
+    interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
+    method: str = typer.Option("multidproxy", help="multidproxy."),
+    k: Optional[int] = typer.Option(None, help="Number of clusters M [default: the "
+                                               "candidates' --k]."),
+    epochs: int = typer.Option(1000, help="Epochs E."),
+    refine_every: int = typer.Option(200, help="Candidate refinement interval R."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    wd: float = typer.Option(0.0, help="Weight decay."),
+    layers: int = typer.Option(1, help="Gated cross-modal fusion layers L."),
+    tau_alpha: float = typer.Option(0.2, help="Proxy temperature tau_alpha."),
+    sigma: float = typer.Option(0.2, help="L_c temperature sigma."),
+    batch: int = typer.Option(256, help="Batch size."),
+    object_word: str = typer.Option("object", "--object", help="[object] in the prompt "
+                                                              "'A [object] with [u] of *'."),
+    checkpoint_every: int = typer.Option(50, help="Epochs between checkpoints."),
+    proxy_align: bool = typer.Option(False, help="Also align each proxy with its image "
+                                                 "(1 - cos(w, v)); not in the paper."),
+    candidate_score: str = typer.Option("mean", help="Refinement score of a candidate: mean "
+                                                     "(paper) or max cosine to the centroids."),
+    grid: bool = typer.Option(False, help="Choose lr and weight decay from the paper's grid "
+                                          "by a label-free score (silhouette)."),
+    grid_epochs: Optional[int] = typer.Option(None, help="Epochs per grid trial [default: "
+                                                         "--epochs]."),
+    seed: int = typer.Option(0, help="Seed (weights, batches, k-means)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    model: Optional[str] = ModelKeyOpt,
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Learn interest-specific features (Multi-DProxy); resumable after an interruption."""
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(k=k or 0, epochs=epochs, refine_every=refine_every, lr=lr,
+                      weight_decay=wd, layers=layers, tau_alpha=tau_alpha, sigma=sigma,
+                      batch=batch, seed=seed, object_word=object_word,
+                      checkpoint_every=checkpoint_every, proxy_align=proxy_align,
+                      candidate_score=candidate_score)
+    res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
+                model=model, grid=grid, grid_epochs=grid_epochs,
+                show_progress=not (quiet or as_json))
+    if as_json:
+        _emit_json(res.to_json())
+    elif not quiet:
+        resumed = f", resumed at epoch {res.resumed_from}" if res.resumed_from else ""
+        typer.echo(f"{res.method} for {res.interest!r}: {res.epochs} epochs on {res.n} images "
+                   f"in {res.seconds:.1f} s ({res.seconds_per_epoch * 1000:.0f} ms/epoch"
+                   f"{resumed}); candidates {res.candidates_start} -> {len(res.candidates)}: "
+                   + ", ".join(res.candidates))
 
 
 @app.command("eval")

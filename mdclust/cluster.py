@@ -64,8 +64,6 @@ def cluster(store: Store, interest: str | None = None, *, method: str = "kmeans"
             template: str = DEFAULT_TEMPLATE) -> ClusterResult:
     t0 = time.perf_counter()
     m = get_method(method)
-    if m.kind == "trained":
-        raise MdclustError(f"{method} is produced by `mdclust train --method {method}`")
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
@@ -74,11 +72,19 @@ def cluster(store: Store, interest: str | None = None, *, method: str = "kmeans"
     k = resolve_k(store, interest, k, n)
     E = feats.vectors
     data: dict = {"path": feats.paths}
-    params = {"k": k, "seed": seed, "model_key": feats.key}
+    params = {"k": k, "seed": seed, "model_key": feats.key, "interest": interest}
     names: list[str] = []
     if m.kind == "image":
         labels = kmeans(E, k, seed=seed, spherical=spherical)
         params.update(features="image", spherical=spherical)
+    elif m.kind == "trained":
+        from .train import trained_features
+
+        paths, fused = trained_features(store, interest, method)
+        if paths != feats.paths:
+            raise MdclustError(f"the images changed since {method} was trained; train again")
+        labels = kmeans(fused, k, seed=seed)
+        params.update(features="trained")
     elif m.kind == "zeroshot":
         words = load_candidates(store, interest)
         T = text_features(store, words, template, model=feats.key)
@@ -134,4 +140,9 @@ def clustering_features(store: Store, group) -> np.ndarray | None:
                            "run `mdclust cluster` again")
     if kind == "image":
         return feats.vectors
+    if kind == "trained":
+        from .train import trained_features
+
+        interest = group.attrs["params"].get("interest")
+        return trained_features(store, interest, group.attrs["method"])[1]
     return np.hstack([feats.vectors, np.asarray(group["text_counterpart"], dtype=np.float32)])

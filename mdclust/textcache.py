@@ -76,9 +76,9 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
             task = bar.add_task("encoding texts", total=len(missing))
             for i in range(0, len(missing), batch_size):
                 chunk = missing[i:i + batch_size]
-                vecs = encoder.encode_texts([template.format(t) for t in chunk])
-                journal.write_batch(store, kind, text=np.array(chunk, dtype=object),
-                                    vectors=vecs.astype(np.float16))
+                # float16 as stored, so a result never depends on whether it came from the cache
+                vecs = encoder.encode_texts([template.format(t) for t in chunk]).astype(np.float16)
+                journal.write_batch(store, kind, text=np.array(chunk, dtype=object), vectors=vecs)
                 cached.update(zip(chunk, vecs))
                 bar.advance(task, len(chunk))
         _merge(store, key, template, kind)

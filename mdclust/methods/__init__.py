@@ -27,5 +27,6 @@ METHODS = {m.name: m for m in [
     Method("gradnorm", "laic", needs_interest=True, filter_score="gradnorm"),
     Method("tac", "laic", needs_interest=True, filter_score="msp"),
     Method("sic", "laic", needs_interest=True, filter_score="cosine"),
+    Method("multidproxy", "trained", needs_interest=True),
 ]}
 FILTER_TO_METHOD = {m.filter_score: m.name for m in METHODS.values() if m.filter_score}

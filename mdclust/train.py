@@ -1,0 +1,319 @@
+"""`mdclust train --method multidproxy`: learn interest-specific fused features.
+
+Checkpoints go to ``<store>.checkpoints/`` every few epochs (model, optimiser, random states,
+candidate set, curves), named by a hash of everything that defines the run, so rerunning the same
+command after a crash or ``kill -9`` resumes from the last checkpoint and ends where an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .candidates import load_candidates, validate_interest
+from .errors import MdclustError
+from .features import load_image_features
+from .progress import progress_bar
+from .store import Store
+from .textcache import text_features
+
+TRAINED_METHODS = ("multidproxy",)
+
+
+@dataclass
+class TrainConfig:
+    k: int
+    epochs: int = 1000
+    refine_every: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    layers: int = 1
+    tau_alpha: float = 0.2
+    sigma: float = 0.2
+    batch: int = 256
+    seed: int = 0
+    object_word: str = "object"
+    candidate_template: str = "{}"
+    checkpoint_every: int = 50
+    proxy_align: bool = False  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
+    candidate_score: str = "mean"  # refinement score: "mean" (paper) or "max" cosine
+
+
+@dataclass
+class TrainResult:
+    interest: str
+    method: str
+    k: int
+    n: int
+    epochs: int
+    resumed_from: int = 0
+    candidates_start: int = 0
+    candidates: list[str] = field(default_factory=list)
+    final_loss: float = 0.0
+    seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+    grid: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def group_path(interest: str, method: str) -> str:
+    return f"interests/{interest}/train/{method}"
+
+
+def prompt_for(interest: str, object_word: str) -> str:
+    article = "An" if object_word[:1].lower() in "aeiou" else "A"
+    return f"{article} {object_word} with {interest} of *"
+
+
+def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
+    if cfg.k < 2:
+        raise MdclustError("--k must be at least 2")
+    if cfg.k > n:
+        raise MdclustError(f"--k {cfg.k} is more than the number of images ({n})")
+    if cfg.k > n_candidates:
+        raise MdclustError(f"--k {cfg.k} is more than the number of candidates "
+                           f"({n_candidates}); ask for more with `mdclust candidates --k`")
+    if cfg.epochs < 1 or cfg.refine_every < 1 or cfg.batch < 2 or cfg.layers < 1:
+        raise MdclustError("--epochs, --refine-every, --layers must be >= 1 and --batch >= 2")
+    if cfg.candidate_score not in ("mean", "max"):
+        raise MdclustError("--candidate-score must be mean or max")
+    if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.tau_alpha <= 0 or cfg.sigma <= 0:
+        raise MdclustError("--lr, --tau-alpha and --sigma must be > 0, --wd >= 0")
+
+
+def train(store: Store, interest: str, *, method: str = "multidproxy", k: int | None = None,
+          config: TrainConfig | None = None, device: str = "auto", model: str | None = None,
+          grid: bool = False, grid_epochs: int | None = None,
+          show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train and store fused features. ``stop_after`` ends the run early after that many epochs
+    of this call (leaving the checkpoint), which is how tests interrupt a run."""
+    t0 = time.perf_counter()
+    interest = validate_interest(interest)
+    if method not in TRAINED_METHODS:
+        raise MdclustError(f"unknown training method {method!r}: use {', '.join(TRAINED_METHODS)}")
+    store.validate()
+    words = load_candidates(store, interest)
+    feats = load_image_features(store, model)
+    k = k or (config.k if config else None) or store.attrs(
+        f"interests/{interest}/candidates").get("k")
+    if not k:
+        raise MdclustError("give --k, the number of clusters")
+    cfg = config or TrainConfig(k=k)
+    cfg.k = int(k)
+    _validate(cfg, len(feats.paths), len(words))
+
+    from .encoders import resolve_device
+
+    dev = resolve_device(device)
+    C_all = text_features(store, words, cfg.candidate_template, model=feats.key)
+    prompt, star = text_features(store, [prompt_for(interest, cfg.object_word), "*"], "{}",
+                                 model=feats.key)
+    grid_rows: list[dict] = []
+    if grid:
+        cfg, grid_rows = _grid_search(store, feats, C_all, prompt, star, cfg, dev,
+                                      grid_epochs or cfg.epochs, show_progress)
+    run = _Run(store, interest, method, feats, words, C_all, prompt, star, cfg, dev)
+    out = run.fit(show_progress, stop_after)
+    result = TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
+                         resumed_from=run.resumed_from, candidates_start=len(words),
+                         candidates=[words[i] for i in run.active], grid=grid_rows)
+    if out is None:  # stopped early on purpose: the checkpoint holds the state
+        result.seconds = round(time.perf_counter() - t0, 3)
+        return result
+    fused, proxies = out
+    curves = {name: np.array(vals, dtype=np.float64) for name, vals in run.curves.items()}
+    hist_round = [r for r, kept in enumerate(run.history, start=1) for _ in kept]
+    hist_word = [words[i] for kept in run.history for i in kept]
+    params = {**asdict(cfg), "model_key": feats.key, "device": dev,
+              "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid)}
+    with store.transaction() as txn:
+        txn.put_group(group_path(interest, method), {
+            "path": feats.paths, "fused": fused.astype(np.float32),
+            "proxies": proxies.astype(np.float32),
+            "candidates": result.candidates,
+            "history_round": np.array(hist_round, dtype=np.int32), "history_word": hist_word,
+            **{f"curve_{name}": v for name, v in curves.items()},
+        }, {"method": method, "params": params, "candidates_start": len(words),
+            "grid": grid_rows, "resumed_from": run.resumed_from})
+    run.checkpoint_path.unlink(missing_ok=True)
+    result.final_loss = float(curves["loss"][-1])
+    result.seconds = round(time.perf_counter() - t0, 3)
+    result.seconds_per_epoch = round(run.train_seconds / max(1, run.epochs_this_call), 4)
+    return result
+
+
+class _Run:
+    """One training run with checkpointing; kept apart from the storage code above."""
+
+    def __init__(self, store, interest, method, feats, words, C_all, prompt, star, cfg, dev):
+        import torch
+
+        from .methods import multidproxy as mdp
+
+        self.torch, self.mdp, self.cfg, self.dev = torch, mdp, cfg, dev
+        self.words, self.C_all = words, np.asarray(C_all, dtype=np.float32)
+        self.v = torch.from_numpy(feats.vectors).to(dev)
+        self.t = torch.from_numpy(np.asarray(prompt, dtype=np.float32)).to(dev)
+        torch.manual_seed(cfg.seed)
+        self.model = mdp.MultiDProxy(len(feats.paths), feats.vectors.shape[1], star,
+                                     cfg.layers, cfg.tau_alpha).to(dev)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+                                    weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.active = np.arange(len(words))
+        self.sizes = mdp.refinement_sizes(len(words), cfg.k, cfg.epochs // cfg.refine_every)
+        self.history: list[list[int]] = []
+        self.curves: dict[str, list[float]] = {n: [] for n in
+                                               ("loss", "align", "u", "c", "alpha", "beta",
+                                                "lambda", "candidates")}
+        self.epoch = self.resumed_from = self.epochs_this_call = 0
+        self.train_seconds = 0.0
+        ident = json.dumps({"interest": interest, "method": method, "cfg": asdict(cfg),
+                            "key": feats.key, "paths": feats.paths, "words": words},
+                           sort_keys=True)
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        folder = store.path.with_name(store.path.name + ".checkpoints")
+        self.checkpoint_path = folder / f"{method}-{digest}.pt"
+        self._load()
+
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "gen": self.gen.get_state(), "torch_rng": self.torch.get_rng_state(),
+                "active": self.active, "history": self.history, "curves": self.curves,
+                "epoch": self.epoch}
+
+    def _save(self) -> None:
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        self.torch.save(self._state(), tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.checkpoint_path)
+
+    def _load(self) -> None:
+        if not self.checkpoint_path.is_file():
+            return
+        try:
+            s = self.torch.load(self.checkpoint_path, weights_only=False, map_location=self.dev)
+        except Exception:  # a damaged checkpoint only costs the time to redo it
+            return
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.gen.set_state(s["gen"])
+        self.torch.set_rng_state(s["torch_rng"])
+        self.active, self.history, self.curves = s["active"], s["history"], s["curves"]
+        self.epoch = self.resumed_from = int(s["epoch"])
+
+    def _C(self):
+        return self.torch.from_numpy(self.C_all[self.active]).to(self.dev)
+
+    def all_proxies(self) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            idx = torch.arange(len(self.v), device=self.dev)
+            return self.model.proxies(idx, self._C()).cpu().numpy()
+
+    def fused(self) -> np.ndarray:
+        torch = self.torch
+        self.model.eval()
+        with torch.no_grad():
+            idx = torch.arange(len(self.v), device=self.dev)
+            f, _ = self.model.forward_full(self.v, self.t, self.model.proxies(idx, self._C()))
+        self.model.train()
+        return f.cpu().numpy()
+
+    def fit(self, show_progress: bool, stop_after: int | None):
+        torch, mdp, cfg = self.torch, self.mdp, self.cfg
+        n = len(self.v)
+        with progress_bar(show_progress, unit="epochs") as bar:
+            task = bar.add_task("multidproxy", total=cfg.epochs, completed=self.epoch)
+            while self.epoch < cfg.epochs:
+                if stop_after is not None and self.epochs_this_call >= stop_after:
+                    return None
+                t0 = time.perf_counter()
+                e = self.epoch
+                a, b = mdp.alpha_schedule(e, cfg.epochs), mdp.beta_schedule(e, cfg.epochs)
+                C = self._C()
+                perm = torch.randperm(n, generator=self.gen).to(self.dev)
+                sums = {"loss": 0.0, "align": 0.0, "u": 0.0, "c": 0.0, "lambda": 0.0}
+                for i in range(0, n, cfg.batch):
+                    idx = perm[i:i + cfg.batch]
+                    w = self.model.proxies(idx, C)
+                    f, lam = self.model(self.v[idx], self.t, w)
+                    parts = mdp.losses(f, self.v[idx], w, C, self.model.base_proxies[idx],
+                                       cfg.sigma, cfg.proxy_align)
+                    loss = parts["align"] + a * parts["u"] + b * parts["c"]
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.opt.step()
+                    m = len(idx) / n
+                    sums["loss"] += loss.item() * m
+                    sums["lambda"] += lam.mean().item() * m
+                    for key in ("align", "u", "c"):
+                        sums[key] += parts[key].item() * m
+                for key, val in sums.items():
+                    self.curves[key].append(val)
+                self.curves["alpha"].append(a)
+                self.curves["beta"].append(b)
+                self.curves["candidates"].append(float(len(self.active)))
+                self.epoch += 1
+                self.epochs_this_call += 1
+                if self.epoch % cfg.refine_every == 0 and len(self.history) < len(self.sizes):
+                    keep = mdp.refine_candidates(self.all_proxies(), self.C_all[self.active],
+                                                 self.sizes[len(self.history)], cfg.k,
+                                                 seed=cfg.seed + self.epoch,
+                                                 score=cfg.candidate_score)
+                    self.active = self.active[keep]
+                    self.history.append(self.active.tolist())
+                self.train_seconds += time.perf_counter() - t0
+                if self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.epochs:
+                    self._save()
+                bar.update(task, completed=self.epoch, description=(
+                    f"multidproxy loss {sums['loss']:.4f} align {sums['align']:.3f} "
+                    f"u {sums['u']:.3f} c {sums['c']:.3f} |C| {len(self.active)}"))
+        return self.fused(), self.all_proxies()
+
+
+def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progress):
+    """The paper's lr x weight-decay grid, chosen WITHOUT labels: the silhouette (cosine) of
+    k-means on the fused features, a label-free measure of how well they separate into k."""
+    from dataclasses import replace
+
+    from sklearn.metrics import silhouette_score
+
+    from .methods import multidproxy as mdp
+    from .methods.baselines import kmeans
+
+    rows, best = [], None
+    for lr in mdp.LR_GRID:
+        for wd in mdp.WD_GRID:
+            trial = replace(cfg, lr=lr, weight_decay=wd, epochs=epochs,
+                            refine_every=max(1, cfg.refine_every * epochs // cfg.epochs),
+                            checkpoint_every=10 ** 9)
+            run = _Run(store, "grid", "multidproxy", feats, list(range(len(C_all))), C_all,
+                       prompt, star, trial, dev)
+            fused, _ = run.fit(False, None)
+            labels = kmeans(fused, cfg.k, seed=cfg.seed)
+            score = float(silhouette_score(fused, labels, metric="cosine")) \
+                if len(set(labels)) > 1 else -1.0
+            rows.append({"lr": lr, "weight_decay": wd, "silhouette": round(score, 6)})
+            if best is None or score > best[0]:
+                best = (score, lr, wd)
+    return replace(cfg, lr=best[1], weight_decay=best[2]), rows
+
+
+def trained_features(store: Store, interest: str, method: str) -> tuple[list[str], np.ndarray]:
+    g = store.read_group(group_path(interest, method))
+    if g is None:
+        raise MdclustError(f"no trained {method} for {interest!r}; run `mdclust train "
+                           f"--interest {interest} --method {method}` first")
+    return list(g["path"]), np.asarray(g["fused"], dtype=np.float32)
+
