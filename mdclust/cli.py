@@ -309,6 +309,8 @@ def train_cmd(
                                                  "(1 - cos(w, v)); not in the paper."),
     candidate_score: str = typer.Option("mean", help="Refinement score of a candidate: mean "
                                                      "(paper) or max cosine to the centroids."),
+    detach_gate: bool = typer.Option(False, help="Let no loss train the modality weight "
+                                                 "lambda (tau stays 0.1); not in the paper."),
     grid: bool = typer.Option(False, help="Choose lr and weight decay from the paper's grid "
                                           "by a label-free score (silhouette)."),
     grid_epochs: Optional[int] = typer.Option(None, help="Epochs per grid trial [default: "
@@ -325,7 +327,7 @@ def train_cmd(
                       weight_decay=wd, layers=layers, tau_alpha=tau_alpha, sigma=sigma,
                       batch=batch, seed=seed, object_word=object_word,
                       checkpoint_every=checkpoint_every, proxy_align=proxy_align,
-                      candidate_score=candidate_score)
+                      candidate_score=candidate_score, detach_gate=detach_gate)
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
                 model=model, grid=grid, grid_epochs=grid_epochs,
                 show_progress=not (quiet or as_json))

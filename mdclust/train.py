@@ -43,6 +43,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     proxy_align: bool = False  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
     candidate_score: str = "mean"  # refinement score: "mean" (paper) or "max" cosine
+    detach_gate: bool = False  # L_align does not train the modality weight lambda
 
 
 @dataclass
@@ -247,9 +248,10 @@ class _Run:
                 for i in range(0, n, cfg.batch):
                     idx = perm[i:i + cfg.batch]
                     w = self.model.proxies(idx, C)
-                    f, lam = self.model(self.v[idx], self.t, w)
+                    f, lam = self.model(self.v[idx], self.t, w, detach_gate=cfg.detach_gate)
                     parts = mdp.losses(f, self.v[idx], w, C, self.model.base_proxies[idx],
                                        cfg.sigma, cfg.proxy_align)
+
                     loss = parts["align"] + a * parts["u"] + b * parts["c"]
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()

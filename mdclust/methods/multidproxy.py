@@ -111,17 +111,20 @@ class MultiDProxy(nn.Module):
         alpha = torch.softmax(self.base_proxies[idx] @ C.T / self.tau_alpha, dim=-1)
         return alpha @ C
 
-    def _fuse(self, V_L: torch.Tensor, T_L: torch.Tensor):
+    def _fuse(self, V_L: torch.Tensor, T_L: torch.Tensor, detach_gate: bool = False):
         V_L, T_L = F.normalize(V_L, dim=-1), F.normalize(T_L, dim=-1)
         lam = torch.sigmoid((T_L * V_L).sum(-1, keepdim=True) / self.tau)
+        if detach_gate:  # lambda measures agreement; the losses do not steer it
+            lam = lam.detach()
         return lam * T_L + (1 - lam) * V_L, lam
 
-    def forward(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor):
+    def forward(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
+                detach_gate: bool = False):
         V = v
         T = self.text_in(torch.cat([t.expand_as(w), w], dim=-1))
         for layer in self.layers:
             V, T = layer(V, T)
-        return self._fuse(V, T)
+        return self._fuse(V, T, detach_gate)
 
     @torch.no_grad()
     def forward_full(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
