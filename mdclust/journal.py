@@ -21,7 +21,7 @@ def write_batch(store: Store, kind: str, **arrays: np.ndarray) -> Path:
     d = store.journal_dir
     d.mkdir(parents=True, exist_ok=True)
     name = f"{kind}.{time.time_ns():020d}.{uuid.uuid4().hex[:8]}.npz"
-    tmp = d / f".{name}.tmp"
+    tmp = d / f".{name}.{os.getpid()}.tmp"  # the pid lets clear() spot a dead writer's leftovers
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
         fh.flush()
@@ -49,9 +49,24 @@ def read_batches(store: Store, kind: str) -> list[tuple[Path, dict[str, np.ndarr
     return out
 
 
+def _writer_alive(tmp: Path) -> bool:
+    try:
+        os.kill(int(tmp.name.split(".")[-2]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clear(store: Store, files: list[Path]) -> None:
+    """Delete merged batches, plus half-written ones whose writer was killed mid-write."""
     for p in files:
         p.unlink(missing_ok=True)
+    if store.journal_dir.is_dir():
+        for tmp in store.journal_dir.glob(".*.tmp"):
+            if not _writer_alive(tmp):
+                tmp.unlink(missing_ok=True)
     try:
         store.journal_dir.rmdir()  # only when empty
     except OSError:
