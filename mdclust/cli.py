@@ -101,6 +101,11 @@ def embed(
                    "8]; 0 decodes inline."),
     labels: Optional[Path] = typer.Option(None, help="CSV: path, then one column per aspect."),
     allow_download: bool = typer.Option(False, help="Let open_clip fetch weights from the hub."),
+    views: int = typer.Option(0, help="Also store V augmented views per image (for `train "
+                                      "--method pipcdr`)."),
+    augment: str = typer.Option("crop,flip", help="Augmentations of the views, a comma list of "
+                                                  "crop, flip, rotate, jitter, gray, blur "
+                                                  "(jitter and gray destroy colour)."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Embed images with CLIP into the store (incremental and resumable)."""
@@ -109,7 +114,8 @@ def embed(
     st = _store(store)
     res = run_embed(images_dir, st, model=model, pretrained=pretrained, device=device,
                     batch_size=batch_size, workers=workers, precision=precision, labels=labels,
-                    allow_download=allow_download, show_progress=not (quiet or as_json))
+                    allow_download=allow_download, views=views, augment=augment,
+                    show_progress=not (quiet or as_json))
     if res.labels_unknown:
         typer.echo(f"mdclust: warning: {len(res.labels_unknown)} label rows name no stored image "
                    f"(e.g. {res.labels_unknown[0]})", err=True)
@@ -127,6 +133,8 @@ def embed(
         out.print(f"  skipped {path}: {reason}", markup=False)
     if len(res.skipped) > 20:
         out.print(f"  ... and {len(res.skipped) - 20} more (see `mdclust info`)")
+    if res.views_embedded:
+        out.print(f"{views} augmented views ({augment}) encoded for {res.views_embedded} images")
     if res.labels_aspects:
         out.print(f"labels stored for aspects: {', '.join(res.labels_aspects)}")
 
@@ -264,7 +272,8 @@ def filter_cmd(
 @_command
 def cluster_cmd(
     interest: Optional[str] = InterestOpt,
-    method: str = typer.Option("kmeans", help="kmeans, zeroshot, gradnorm, tac or sic."),
+    method: str = typer.Option("kmeans", help="kmeans, zeroshot, gradnorm, tac, sic, "
+                                              "multidproxy or pipcdr."),
     k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
                                                "candidates' --k]."),
     seed: int = typer.Option(0, help="k-means seed."),
@@ -290,55 +299,88 @@ def cluster_cmd(
 @app.command("train")
 @_command
 def train_cmd(
-    interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
-    method: str = typer.Option("multidproxy", help="multidproxy."),
-    k: Optional[int] = typer.Option(None, help="Number of clusters M [default: the "
+    interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest "
+                                           "(optional for pipcdr)."),
+    method: str = typer.Option("multidproxy", help="multidproxy or pipcdr."),
+    k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
                                                "candidates' --k]."),
-    epochs: int = typer.Option(1000, help="Epochs E."),
-    refine_every: int = typer.Option(200, help="Candidate refinement interval R."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    wd: float = typer.Option(0.0, help="Weight decay."),
-    layers: int = typer.Option(1, help="Gated cross-modal fusion layers L."),
-    tau_alpha: float = typer.Option(0.2, help="Proxy temperature tau_alpha."),
-    sigma: float = typer.Option(0.2, help="L_c temperature sigma."),
-    batch: int = typer.Option(256, help="Batch size."),
-    object_word: str = typer.Option("object", "--object", help="[object] in the prompt "
-                                                              "'A [object] with [u] of *'."),
-    checkpoint_every: int = typer.Option(50, help="Epochs between checkpoints."),
-    proxy_align: bool = typer.Option(False, help="Also align each proxy with its image "
-                                                 "(1 - cos(w, v)); not in the paper."),
-    candidate_score: str = typer.Option("mean", help="Refinement score of a candidate: mean "
-                                                     "(paper) or max cosine to the centroids."),
-    detach_gate: bool = typer.Option(False, help="Let no loss train the modality weight "
-                                                 "lambda (tau stays 0.1); not in the paper."),
-    grid: bool = typer.Option(False, help="Choose lr and weight decay from the paper's grid "
-                                          "by a label-free score (silhouette)."),
-    grid_epochs: Optional[int] = typer.Option(None, help="Epochs per grid trial [default: "
-                                                         "--epochs]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [default: 1000 multidproxy, "
+                                                    "100 pipcdr]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-3]."),
+    wd: Optional[float] = typer.Option(None, help="Weight decay [default: 0 multidproxy, "
+                                                  "1e-5 pipcdr]."),
+    batch: Optional[int] = typer.Option(None, help="Batch size [default: 256]."),
+    sigma: Optional[float] = typer.Option(None, help="multidproxy: L_c temperature [0.2]; "
+                                                     "pipcdr: PIP sampling noise."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Epochs between checkpoints "
+                                                              "[default: 50 / 10]."),
+    refine_every: int = typer.Option(200, help="multidproxy: candidate refinement interval R."),
+    layers: int = typer.Option(1, help="multidproxy: gated cross-modal fusion layers L."),
+    tau_alpha: float = typer.Option(0.2, help="multidproxy: proxy temperature tau_alpha."),
+    object_word: str = typer.Option("object", "--object", help="multidproxy: [object] in the "
+                                                              "prompt 'A [object] with [u] of *'."),
+    proxy_align: bool = typer.Option(False, help="multidproxy: also align each proxy with its "
+                                                 "image (1 - cos(w, v)); not in the paper."),
+    candidate_score: str = typer.Option("mean", help="multidproxy: refinement score of a "
+                                                     "candidate: mean (paper) or max cosine."),
+    detach_gate: bool = typer.Option(False, help="multidproxy: let no loss train the modality "
+                                                 "weight lambda; not in the paper."),
+    grid: bool = typer.Option(False, help="multidproxy: choose lr and weight decay from the "
+                                          "paper's grid by a label-free score (silhouette)."),
+    grid_epochs: Optional[int] = typer.Option(None, help="multidproxy: epochs per grid trial "
+                                                         "[default: --epochs]."),
+    features: str = typer.Option("images", help="pipcdr: what to train on: images, or "
+                                                "INTEREST:METHOD (e.g. color:multidproxy)."),
+    views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
+                                           "(the stored one, if any) or none (feature-space "
+                                           "augmentation)."),
+    ema: Optional[float] = typer.Option(None, help="pipcdr: target momentum."),
+    tau: Optional[float] = typer.Option(None, help="pipcdr: dispersion temperature."),
+    w_pip: Optional[float] = typer.Option(None, help="pipcdr: weight of PIP against CDR."),
+    kmeans_every: Optional[int] = typer.Option(None, help="pipcdr: epochs between k-means "
+                                                          "pseudo-label refreshes."),
+    queue: Optional[int] = typer.Option(None, help="pipcdr: memory queue length."),
     seed: int = typer.Option(0, help="Seed (weights, batches, k-means)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     model: Optional[str] = ModelKeyOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Learn interest-specific features (Multi-DProxy); resumable after an interruption."""
+    """Learn clustering features (Multi-DProxy, PIPCDR); resumable after an interruption."""
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(k=k or 0, epochs=epochs, refine_every=refine_every, lr=lr,
-                      weight_decay=wd, layers=layers, tau_alpha=tau_alpha, sigma=sigma,
-                      batch=batch, seed=seed, object_word=object_word,
-                      checkpoint_every=checkpoint_every, proxy_align=proxy_align,
-                      candidate_score=candidate_score, detach_gate=detach_gate)
+    given = {name: value for name, value in (
+        ("epochs", epochs), ("lr", lr), ("weight_decay", wd), ("batch", batch),
+        ("sigma", sigma), ("checkpoint_every", checkpoint_every)) if value is not None}
+    if method == "pipcdr":
+        from .train_pipcdr import PipcdrConfig
+
+        given.update({name: value for name, value in (
+            ("ema", ema), ("tau", tau), ("w_pip", w_pip), ("kmeans_every", kmeans_every),
+            ("queue", queue)) if value is not None})
+        cfg = PipcdrConfig(k=k, seed=seed, features=features, views=views, **given)
+    else:
+        cfg = TrainConfig(k=k or 0, refine_every=refine_every, layers=layers,
+                          tau_alpha=tau_alpha, seed=seed, object_word=object_word,
+                          proxy_align=proxy_align, candidate_score=candidate_score,
+                          detach_gate=detach_gate, **given)
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
                 model=model, grid=grid, grid_epochs=grid_epochs,
                 show_progress=not (quiet or as_json))
+    if res.augmentation.startswith("feature-space") and not as_json and not quiet:
+        typer.echo(f"mdclust: note: views from {res.augmentation}", err=True)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
         resumed = f", resumed at epoch {res.resumed_from}" if res.resumed_from else ""
-        typer.echo(f"{res.method} for {res.interest!r}: {res.epochs} epochs on {res.n} images "
-                   f"in {res.seconds:.1f} s ({res.seconds_per_epoch * 1000:.0f} ms/epoch"
-                   f"{resumed}); candidates {res.candidates_start} -> {len(res.candidates)}: "
-                   + ", ".join(res.candidates))
+        what = f" for {res.interest!r}" if res.interest else ""
+        line = (f"{res.method}{what}: {res.epochs} epochs on {res.n} images in "
+                f"{res.seconds:.1f} s ({res.seconds_per_epoch * 1000:.0f} ms/epoch{resumed})")
+        if res.method == "pipcdr":
+            line += f"; features {res.features}, views: {res.augmentation}"
+        else:
+            line += (f"; candidates {res.candidates_start} -> {len(res.candidates)}: "
+                     + ", ".join(res.candidates))
+        typer.echo(line)
 
 
 @app.command("eval")

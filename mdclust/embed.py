@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import journal
+from . import views as views_mod
 from .encoders import ModelSpec, model_spec
 from .errors import MdclustError
 from .images import FileEntry, discover, load_rgb, sha256_file
@@ -40,6 +41,7 @@ class EmbedResult:
     labels_aspects: list[str] = field(default_factory=list)
     labels_unknown: list[str] = field(default_factory=list)
     labels_missing: int = 0
+    views_embedded: int = 0  # images whose augmented views were encoded in this run
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -149,6 +151,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
           model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
           batch_size: int = 64, workers: int | None = None, precision: str = "auto",
           labels: str | os.PathLike | None = None, allow_download: bool = False,
+          views: int = 0, augment: str = views_mod.DEFAULT_AUGMENT,
           show_progress: bool = False) -> EmbedResult:
     """Embed every image under ``images_dir`` into ``store`` (see module docstring)."""
     t0 = time.perf_counter()
@@ -162,6 +165,9 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise MdclustError("--workers must be 0 or more")
+    if views < 0:
+        raise MdclustError("--views must be 0 or more")
+    augment = views_mod.parse_augment(augment) if isinstance(augment, str) else tuple(augment)
     store.validate()
     spec = model_spec(model, pretrained)
     known = _known_state(store, spec.key)
@@ -177,13 +183,30 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
     result = EmbedResult(model_key=spec.key)
 
     todo = plan.to_embed
-    if todo:
+    view_items: list[tuple[str, Path]] = []
+    if views:
+        first = {}
+        for path, sha in plan.shas.items():
+            if path not in plan.reasons:
+                first.setdefault(sha, root / path)
+        done = views_mod.stored(store, spec.key, augment, views)
+        view_items = [(sha, f) for sha, f in first.items() if sha not in done]
+    if todo or view_items:
+        from .encoders import ClipEncoder
+
         result.model_loaded = True
-        _run_batches(store, spec, root, todo, device, precision, batch_size, workers,
-                     allow_download, show_progress, result)
+        encoder = ClipEncoder(spec, device=device, precision=precision,
+                              allow_download=allow_download)
+        with progress_bar(show_progress, unit="img") as bar:
+            if todo:
+                _run_batches(store, encoder, root, todo, batch_size, workers, bar, result)
+            if view_items:
+                result.views_embedded = views_mod.run(store, encoder, view_items, augment,
+                                                      views, batch_size, workers, bar)
 
     with store.transaction() as txn:
-        merged = _commit(txn, store, root, entries, plan, label_table, result)
+        merged, live = _commit(txn, store, root, entries, plan, label_table, result)
+        merged += views_mod.commit(txn, store, live)
     journal.clear(store, merged)
     result.seconds = round(time.perf_counter() - t0, 3)
     if result.embedded:
@@ -220,32 +243,28 @@ def _plan(root: Path, entries: list[FileEntry], known: _Known) -> _Plan:
     return _Plan(shas, reasons, list(wanted.items()), set(known.records))
 
 
-def _run_batches(store, spec, root, todo, device, precision, batch_size, workers,
-                 allow_download, show_progress, result) -> None:
+def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result) -> None:
     from torch.utils.data import DataLoader
 
-    from .encoders import ClipEncoder
-
-    encoder = ClipEncoder(spec, device=device, precision=precision, allow_download=allow_download)
     dataset = _DecodeDataset([root / p for _, p in todo], encoder.preprocess)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
                         prefetch_factor=4 if workers else None,
                         persistent_workers=False)
-    with progress_bar(show_progress, unit="img") as bar:
-        task = bar.add_task("embedding", total=len(todo))
-        for idx, pixels, bad in loader:
-            shas = [todo[i][0] for i in idx]
-            vecs = encoder.encode_images(pixels) if pixels is not None else np.zeros((0, 0))
-            failed = [(todo[i][0], reason) for i, reason in bad]
-            _write_journal(store, spec, shas, vecs, failed)
-            result.embedded += len(shas)
-            bar.advance(task, len(idx) + len(bad))
+    task = bar.add_task("embedding", total=len(todo))
+    for idx, pixels, bad in loader:
+        shas = [todo[i][0] for i in idx]
+        vecs = encoder.encode_images(pixels) if pixels is not None else np.zeros((0, 0))
+        failed = [(todo[i][0], reason) for i, reason in bad]
+        _write_journal(store, encoder.spec, shas, vecs, failed)
+        result.embedded += len(shas)
+        bar.advance(task, len(idx) + len(bad))
 
 
 def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry], plan: _Plan,
-            label_table, result: EmbedResult) -> list[Path]:
-    """Merge the journal and rewrite images/skipped/features; returns the journal files merged."""
+            label_table, result: EmbedResult) -> tuple[list[Path], set[str]]:
+    """Merge the journal and rewrite images/skipped/features; returns the journal files merged
+    and the content hashes of the images now in the store."""
     jfeats, jfailed, merged = _read_journal(store)
     bad = dict(jfailed)
     rows, skipped = [], []
@@ -315,4 +334,4 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
         txn.put_group("labels", data, {"aspects": list(label_table)})
         result.labels_aspects = list(label_table)
         result.labels_unknown = unknown
-    return merged
+    return merged, live

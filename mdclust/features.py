@@ -15,6 +15,7 @@ class ImageFeatures:
     key: str
     paths: list[str]
     vectors: np.ndarray  # (n, d) float32, unit rows, in image-table order
+    shas: list[str]  # content hash of each row's image
 
 
 def model_keys(store: Store) -> list[str]:
@@ -55,4 +56,4 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
     rows = np.array([index[s] for s in images["sha256"]], dtype=np.int64)
     vectors = feats["vectors"][rows].astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
-    return ImageFeatures(key, list(images["path"]), vectors)
+    return ImageFeatures(key, list(images["path"]), vectors, list(images["sha256"]))

@@ -8,22 +8,20 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .candidates import load_candidates, validate_interest
+from .checkpoint import Checkpoint
 from .errors import MdclustError
 from .features import load_image_features
 from .progress import progress_bar
 from .store import Store
 from .textcache import text_features
 
-TRAINED_METHODS = ("multidproxy",)
+TRAINED_METHODS = ("multidproxy", "pipcdr")
 
 
 @dataclass
@@ -48,7 +46,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    interest: str
+    interest: str | None
     method: str
     k: int
     n: int
@@ -60,13 +58,15 @@ class TrainResult:
     seconds: float = 0.0
     seconds_per_epoch: float = 0.0
     grid: list[dict] = field(default_factory=list)
+    features: str = "images"  # what was trained on (pipcdr: images or INTEREST:METHOD)
+    augmentation: str = ""  # pipcdr: where the two views came from
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def group_path(interest: str, method: str) -> str:
-    return f"interests/{interest}/train/{method}"
+def group_path(interest: str | None, method: str) -> str:
+    return f"interests/{interest}/train/{method}" if interest else f"train/{method}"
 
 
 def prompt_for(interest: str, object_word: str) -> str:
@@ -90,16 +90,23 @@ def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
         raise MdclustError("--lr, --tau-alpha and --sigma must be > 0, --wd >= 0")
 
 
-def train(store: Store, interest: str, *, method: str = "multidproxy", k: int | None = None,
+def train(store: Store, interest: str | None, *, method: str = "multidproxy", k: int | None = None,
           config: TrainConfig | None = None, device: str = "auto", model: str | None = None,
           grid: bool = False, grid_epochs: int | None = None,
           show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train and store fused features. ``stop_after`` ends the run early after that many epochs
     of this call (leaving the checkpoint), which is how tests interrupt a run."""
-    t0 = time.perf_counter()
-    interest = validate_interest(interest)
     if method not in TRAINED_METHODS:
         raise MdclustError(f"unknown training method {method!r}: use {', '.join(TRAINED_METHODS)}")
+    if method == "pipcdr":
+        from .train_pipcdr import PipcdrConfig, train_pipcdr
+
+        cfg = config or PipcdrConfig(k=0)
+        cfg.k = k or cfg.k or None
+        return train_pipcdr(store, interest, cfg, device=device, model=model,
+                            show_progress=show_progress, stop_after=stop_after)
+    t0 = time.perf_counter()
+    interest = validate_interest(interest)
     store.validate()
     words = load_candidates(store, interest)
     feats = load_image_features(store, model)
@@ -144,7 +151,7 @@ def train(store: Store, interest: str, *, method: str = "multidproxy", k: int | 
             **{f"curve_{name}": v for name, v in curves.items()},
         }, {"method": method, "params": params, "candidates_start": len(words),
             "grid": grid_rows, "resumed_from": run.resumed_from})
-    run.checkpoint_path.unlink(missing_ok=True)
+    run.checkpoint.remove()
     result.final_loss = float(curves["loss"][-1])
     result.seconds = round(time.perf_counter() - t0, 3)
     result.seconds_per_epoch = round(run.train_seconds / max(1, run.epochs_this_call), 4)
@@ -177,12 +184,9 @@ class _Run:
                                                 "lambda", "candidates")}
         self.epoch = self.resumed_from = self.epochs_this_call = 0
         self.train_seconds = 0.0
-        ident = json.dumps({"interest": interest, "method": method, "cfg": asdict(cfg),
-                            "key": feats.key, "paths": feats.paths, "words": words},
-                           sort_keys=True)
-        digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-        folder = store.path.with_name(store.path.name + ".checkpoints")
-        self.checkpoint_path = folder / f"{method}-{digest}.pt"
+        self.checkpoint = Checkpoint(store, method, {
+            "interest": interest, "method": method, "cfg": asdict(cfg), "key": feats.key,
+            "paths": feats.paths, "words": words})
         self._load()
 
     def _state(self) -> dict:
@@ -191,20 +195,9 @@ class _Run:
                 "active": self.active, "history": self.history, "curves": self.curves,
                 "epoch": self.epoch}
 
-    def _save(self) -> None:
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        self.torch.save(self._state(), tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.checkpoint_path)
-
     def _load(self) -> None:
-        if not self.checkpoint_path.is_file():
-            return
-        try:
-            s = self.torch.load(self.checkpoint_path, weights_only=False, map_location=self.dev)
-        except Exception:  # a damaged checkpoint only costs the time to redo it
+        s = self.checkpoint.load(self.dev)
+        if s is None:
             return
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
@@ -277,7 +270,7 @@ class _Run:
                     self.history.append(self.active.tolist())
                 self.train_seconds += time.perf_counter() - t0
                 if self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.epochs:
-                    self._save()
+                    self.checkpoint.save(self._state())
                 bar.update(task, completed=self.epoch, description=(
                     f"multidproxy loss {sums['loss']:.4f} align {sums['align']:.3f} "
                     f"u {sums['u']:.3f} c {sums['c']:.3f} |C| {len(self.active)}"))
@@ -312,10 +305,14 @@ def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progr
     return replace(cfg, lr=best[1], weight_decay=best[2]), rows
 
 
-def trained_features(store: Store, interest: str, method: str) -> tuple[list[str], np.ndarray]:
+def trained_features(store: Store, interest: str | None,
+                     method: str) -> tuple[list[str], np.ndarray]:
     g = store.read_group(group_path(interest, method))
     if g is None:
-        raise MdclustError(f"no trained {method} for {interest!r}; run `mdclust train "
-                           f"--interest {interest} --method {method}` first")
-    return list(g["path"]), np.asarray(g["fused"], dtype=np.float32)
+        where = f" for {interest!r}" if interest else ""
+        flag = f" --interest {interest}" if interest else ""
+        raise MdclustError(f"no trained {method}{where}; run `mdclust train{flag} "
+                           f"--method {method}` first")
+    return list(g["path"]), np.asarray(g["fused" if "fused" in g.data else "features"],
+                                       dtype=np.float32)
 

@@ -28,5 +28,6 @@ METHODS = {m.name: m for m in [
     Method("tac", "laic", needs_interest=True, filter_score="msp"),
     Method("sic", "laic", needs_interest=True, filter_score="cosine"),
     Method("multidproxy", "trained", needs_interest=True),
+    Method("pipcdr", "trained", needs_interest=False),
 ]}
 FILTER_TO_METHOD = {m.filter_score: m.name for m in METHODS.values() if m.filter_score}

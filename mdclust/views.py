@@ -1,0 +1,201 @@
+"""Augmented image views for `mdclust embed --views V` (read by `train --method pipcdr`).
+
+Each image gets V randomly augmented copies, encoded with the same model as its features and
+stored as ``views/<model key>/<augment set>`` (sha256, vectors (n, V, d) float16). The random
+draw of view j of an image is seeded by (content hash, j), so a rerun, a resumed run or a copy
+of the image gets the same views. Batches are journalled like the plain features.
+
+The augmentation set is chosen per interest: colour jitter and grayscale destroy the colour
+interest, crops can cut away a background, flips break left/right poses (docs/methods/pipcdr.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from . import journal
+from .errors import MdclustError
+from .images import load_rgb
+from .store import Store, Transaction
+
+JOURNAL_KIND = "views"
+DEFAULT_AUGMENT = "crop,flip"
+
+
+def _transforms(name: str, size: int):
+    from torchvision import transforms as T
+
+    return {
+        "crop": T.RandomResizedCrop(size, scale=(0.5, 1.0)),
+        "flip": T.RandomHorizontalFlip(),
+        "rotate": T.RandomRotation(15),
+        "jitter": T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        "gray": T.RandomGrayscale(p=0.2),
+        "blur": T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.5),
+    }[name]
+
+
+AUGMENTATIONS = ("crop", "flip", "rotate", "jitter", "gray", "blur")
+
+
+def parse_augment(spec: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
+    bad = [n for n in names if n not in AUGMENTATIONS]
+    if bad or not names:
+        raise MdclustError(f"unknown augmentation {', '.join(bad) or repr(spec)}: use a comma "
+                           f"list of {', '.join(AUGMENTATIONS)}")
+    return names
+
+
+def set_name(names: tuple[str, ...]) -> str:
+    return "+".join(names)
+
+
+def group_path(model_key: str, names: tuple[str, ...]) -> str:
+    return f"views/{model_key}/{set_name(names)}"
+
+
+def _seed(sha: str, j: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{sha}:{j}".encode()).digest()[:8], "little") >> 1
+
+
+class ViewDataset:
+    """(index, (V, 3, H, W) pixels or None, failure reason) for torch's DataLoader."""
+
+    def __init__(self, items: list[tuple[str, Path]], names: tuple[str, ...], views: int,
+                 size: int, preprocess):
+        self.items, self.names, self.views = items, names, views
+        self.size, self.preprocess = size, preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        import torch
+        from torchvision import transforms as T
+
+        sha, path = self.items[i]
+        try:
+            img = load_rgb(path)
+        except ValueError as exc:
+            return i, None, str(exc)
+        aug = T.Compose([_transforms(n, self.size) for n in self.names])
+        out = []
+        for j in range(self.views):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed(sha, j))
+                out.append(self.preprocess(aug(img)))
+        return i, torch.stack(out), ""
+
+
+def _collate(items):
+    import torch
+
+    ok = [(i, t) for i, t, _ in items if t is not None]
+    return [i for i, _ in ok], torch.stack([t for _, t in ok]) if ok else None
+
+
+def stored(store: Store, key: str, names: tuple[str, ...], views: int) -> set[str]:
+    """Content hashes whose V views are already stored or journalled."""
+    done: set[str] = set()
+    g = store.read_group(group_path(key, names))
+    if g is not None and g.attrs.get("views") == views:
+        done.update(g["sha256"])
+    for _, z in journal.read_batches(store, JOURNAL_KIND):
+        if str(z["group"]) == group_path(key, names) and z["vectors"].shape[1:2] == (views,):
+            done.update(str(s) for s in z["sha"])
+    return done
+
+
+def run(store: Store, encoder, items: list[tuple[str, Path]], names: tuple[str, ...],
+        views: int, batch_size: int, workers: int, bar=None) -> int:
+    """Encode and journal the views of ``items`` (sha, file; see stored()); returns how many."""
+    from torch.utils.data import DataLoader
+
+    path = group_path(encoder.spec.key, names)
+    todo = items
+    size = encoder.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    per_batch = max(1, batch_size // views)
+    loader = DataLoader(ViewDataset(todo, names, views, size, encoder.preprocess),
+                        batch_size=per_batch, num_workers=workers, collate_fn=_collate,
+                        prefetch_factor=4 if workers else None)
+    task = bar.add_task(f"views ({set_name(names)} x{views})", total=len(todo)) if bar else None
+    for idx, pixels in loader:
+        if idx:
+            vecs = encoder.encode_images(pixels.flatten(0, 1)).reshape(len(idx), views, -1)
+            journal.write_batch(store, JOURNAL_KIND, group=np.array(path),
+                                augment=np.array(set_name(names)), views=np.array(views),
+                                sha=np.array([todo[i][0] for i in idx], dtype="U64"),
+                                vectors=vecs.astype(np.float16))
+        if bar:
+            bar.advance(task, per_batch)
+    return len(todo)
+
+
+def commit(txn: Transaction, store: Store, live: set[str]) -> list[Path]:
+    """Merge journalled views into their groups, keeping only images still in the store."""
+    batches = journal.read_batches(store, JOURNAL_KIND)
+    paths = {str(z["group"]) for _, z in batches}
+    for key in txn.children("views"):
+        paths.update(f"views/{key}/{s}" for s in txn.children(f"views/{key}"))
+    for path in sorted(paths):
+        old = txn.read_group(path)
+        new = [z for _, z in batches if str(z["group"]) == path]
+        views = int(new[-1]["views"]) if new else int(old.attrs["views"])
+        shas, vecs = [], []
+        if old is not None and old.attrs.get("views") == views:
+            shas, vecs = list(old["sha256"]), [old["vectors"]]
+        for z in new:
+            if z["vectors"].shape[1] == views:
+                shas += [str(s) for s in z["sha"]]
+                vecs.append(z["vectors"])
+        keep, seen = [], set()
+        for i, s in enumerate(shas):
+            if s in live and s not in seen:
+                seen.add(s)
+                keep.append(i)
+        if not keep:
+            txn.delete(path)
+            continue
+        matrix = np.concatenate(vecs)[keep]
+        txn.put_group(path, {"sha256": [shas[i] for i in keep],
+                             "vectors": matrix.astype(np.float16)},
+                      {"views": views, "augment": path.rsplit("/", 1)[1].split("+"),
+                       "model_key": path.split("/")[1], "dim": int(matrix.shape[2])})
+    return [p for p, _ in batches]
+
+
+def available(store: Store, key: str) -> list[str]:
+    return store.children(f"views/{key}")
+
+
+def load(store: Store, key: str, shas: list[str], which: str = "auto"
+         ) -> tuple[str, np.ndarray] | None:
+    """(set name, (n, V, d) float32 unit vectors in ``shas`` order) or None when no views are
+    stored and ``which`` is "auto". ``which`` names a set ("crop+flip") or "auto" (the only one)."""
+    sets = available(store, key)
+    if which == "auto":
+        if not sets:
+            return None
+        if len(sets) > 1:
+            raise MdclustError(f"several view sets are stored for {key}: {', '.join(sets)}; "
+                               "choose one with --views")
+        which = sets[0]
+    which = set_name(parse_augment(which.replace("+", ",")))
+    if which not in sets:
+        raise MdclustError(f"no {which} views for {key}; run `mdclust embed DIR --views V "
+                           f"--augment {which.replace('+', ',')}` first"
+                           + (f" (stored: {', '.join(sets)})" if sets else ""))
+    g = store.read_group(f"views/{key}/{which}")
+    index = {s: i for i, s in enumerate(g["sha256"])}
+    missing = [s for s in shas if s not in index]
+    if missing:
+        raise MdclustError(f"{len(missing)} images have no {which} views; rerun `mdclust embed "
+                           f"DIR --views {g.attrs['views']} --augment {which.replace('+', ',')}`")
+    out = g["vectors"][[index[s] for s in shas]].astype(np.float32)
+    out /= np.linalg.norm(out, axis=-1, keepdims=True).clip(min=1e-12)
+    return which, out
