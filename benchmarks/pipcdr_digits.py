@@ -2,11 +2,13 @@
 handwritten digits, 10 classes), NMI / ACC / ARI, mean of 3 seeds.
 
 Two inputs, each clustered by k-means (n_init=10) and by k-means on PIPCDR's learned features:
-  pixels    the 64 raw pixels, standardised and L2-normalised; views are 8 random one-pixel
-            shifts of each 8x8 image (the pixel-space counterpart of crops);
+  pixels    the 64 raw pixels, L2-normalised (k-means does better on these than on
+            standardised pixels: NMI 0.739 against 0.681); feature-space views (one-pixel
+            shifts and affine jitter as stored views measured 0.02-0.04 NMI worse);
   embedded  the digits written as PNG files (upscaled to 32 px), run through the product path
             (`mdclust embed --views 8 --augment crop,rotate` with the bundled mdclust-tiny
-            CLIP, then `train --method pipcdr`, `cluster`, scored against the labels).
+            CLIP, then `train --method pipcdr`, `cluster`, scored against the labels), once
+            with the stored views and once with `--views none`.
 
     python benchmarks/pipcdr_digits.py [--seeds 0 1 2] [--epochs N] [--only pixels|embedded]
 """
@@ -32,29 +34,11 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True).clip(min=1e-12)).astype(np.float32)
 
 
-def shifted_views(images: np.ndarray, views: int, seed: int = 0) -> np.ndarray:
-    """(n, views, 64): each 8x8 image moved by up to one pixel in x and y (zero fill)."""
-    rng = np.random.default_rng(seed)
-    n = len(images)
-    out = np.zeros((n, views, 8, 8), dtype=np.float64)
-    padded = np.pad(images.reshape(n, 8, 8), ((0, 0), (1, 1), (1, 1)))
-    for j in range(views):
-        dy, dx = rng.integers(0, 3, size=(2, n))
-        for i in range(n):
-            out[i, j] = padded[i, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
-    return out.reshape(n, views, 64)
-
-
 def pixel_inputs():
     from sklearn.datasets import load_digits
-    from sklearn.preprocessing import StandardScaler
 
     d = load_digits()
-    scaler = StandardScaler().fit(d.data)
-    X = unit(scaler.transform(d.data))
-    V = shifted_views(d.data, VIEWS)
-    V = unit(scaler.transform(V.reshape(-1, 64)).reshape(V.shape))
-    return X, np.concatenate([X[:, None], V], axis=1), d.target
+    return unit(d.data), d.target
 
 
 def run_pixels(seeds, epochs):
@@ -63,13 +47,13 @@ def run_pixels(seeds, epochs):
     from mdclust.methods import pipcdr as pc
     from mdclust.metrics import scores
 
-    X, views, y = pixel_inputs()
+    X, y = pixel_inputs()
     rows = {"k-means": [], "pipcdr": []}
     for seed in seeds:
         rows["k-means"].append(scores(y, KMeans(10, n_init=10, random_state=seed)
                                       .fit_predict(X)))
         t0 = time.perf_counter()
-        F = pc.fit(X, 10, views, seed=seed, **({"epochs": epochs} if epochs else {}))
+        F = pc.fit(X, 10, seed=seed, **({"epochs": epochs} if epochs else {}))
         rows["pipcdr"].append({**scores(y, KMeans(10, n_init=10, random_state=seed)
                                         .fit_predict(F)),
                                "seconds": time.perf_counter() - t0})
@@ -115,15 +99,17 @@ def run_embedded(seeds, epochs, workdir: Path):
         g = read_clustering(store, None, method)
         return scores([digit[p] for p in g["path"]], g["label"])
 
-    rows = {"k-means": [], "pipcdr": []}
+    rows = {"k-means": [], "pipcdr": [], "pipcdr, --views none": []}
     for seed in seeds:
         cluster(store, method="kmeans", k=10, seed=seed)
         rows["k-means"].append(score("kmeans"))
-        t0 = time.perf_counter()
-        cfg = PipcdrConfig(k=10, seed=seed, **({"epochs": epochs} if epochs else {}))
-        train(store, None, method="pipcdr", config=cfg)
-        cluster(store, method="pipcdr", k=10, seed=seed)
-        rows["pipcdr"].append({**score("pipcdr"), "seconds": time.perf_counter() - t0})
+        for name, views in (("pipcdr", "auto"), ("pipcdr, --views none", "none")):
+            t0 = time.perf_counter()
+            cfg = PipcdrConfig(k=10, seed=seed, views=views,
+                               **({"epochs": epochs} if epochs else {}))
+            train(store, None, method="pipcdr", config=cfg)
+            cluster(store, method="pipcdr", k=10, seed=seed)
+            rows[name].append({**score("pipcdr"), "seconds": time.perf_counter() - t0})
     return rows
 
 
@@ -131,12 +117,12 @@ def table(name: str, rows: dict) -> None:
     mean = {m: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
             for m, rs in rows.items()}
     print(f"\n{name} (mean of {len(rows['k-means'])} seeds)")
-    print(f"  {'method':8s} {'NMI':>6s} {'ACC':>6s} {'ARI':>6s}")
+    print(f"  {'method':21s} {'NMI':>6s} {'ACC':>6s} {'ARI':>6s} {'NMI gain':>8s}")
+    base = mean["k-means"]["nmi"]
     for m, s in mean.items():
         extra = f"  ({s['seconds']:.0f} s per run)" if "seconds" in s else ""
-        print(f"  {m:8s} {s['nmi']:6.3f} {s['acc']:6.3f} {s['ari']:6.3f}{extra}")
-    ours, base = mean["pipcdr"]["nmi"], mean["k-means"]["nmi"]
-    print(f"  pipcdr - k-means NMI: {ours - base:+.3f}  (ratio {ours / base:.2f}x)")
+        print(f"  {m:21s} {s['nmi']:6.3f} {s['acc']:6.3f} {s['ari']:6.3f} "
+              f"{s['nmi'] - base:+8.3f}{extra}")
 
 
 def main() -> None:

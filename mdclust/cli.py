@@ -305,13 +305,14 @@ def train_cmd(
     k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
                                                "candidates' --k]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: 1000 multidproxy, "
-                                                    "100 pipcdr]."),
+                                                    "140 pipcdr]."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-3]."),
     wd: Optional[float] = typer.Option(None, help="Weight decay [default: 0 multidproxy, "
                                                   "1e-5 pipcdr]."),
-    batch: Optional[int] = typer.Option(None, help="Batch size [default: 256]."),
+    batch: Optional[int] = typer.Option(None, help="Batch size [default: 256 multidproxy, "
+                                                   "64 pipcdr]."),
     sigma: Optional[float] = typer.Option(None, help="multidproxy: L_c temperature [0.2]; "
-                                                     "pipcdr: PIP sampling noise."),
+                                                     "pipcdr: PIP sampling noise [0.1]."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Epochs between checkpoints "
                                                               "[default: 50 / 10]."),
     refine_every: int = typer.Option(200, help="multidproxy: candidate refinement interval R."),
@@ -334,12 +335,13 @@ def train_cmd(
     views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
                                            "(the stored one, if any) or none (feature-space "
                                            "augmentation)."),
-    ema: Optional[float] = typer.Option(None, help="pipcdr: target momentum."),
-    tau: Optional[float] = typer.Option(None, help="pipcdr: dispersion temperature."),
-    w_pip: Optional[float] = typer.Option(None, help="pipcdr: weight of PIP against CDR."),
+    ema: Optional[float] = typer.Option(None, help="pipcdr: target momentum [0.99]."),
+    tau: Optional[float] = typer.Option(None, help="pipcdr: dispersion temperature [0.2]."),
+    w_pip: Optional[float] = typer.Option(None, help="pipcdr: weight of PIP against CDR "
+                                                     "[0.7]."),
     kmeans_every: Optional[int] = typer.Option(None, help="pipcdr: epochs between k-means "
-                                                          "pseudo-label refreshes."),
-    queue: Optional[int] = typer.Option(None, help="pipcdr: memory queue length."),
+                                                          "pseudo-label refreshes [2]."),
+    queue: Optional[int] = typer.Option(None, help="pipcdr: memory queue length [4096]."),
     seed: int = typer.Option(0, help="Seed (weights, batches, k-means)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     model: Optional[str] = ModelKeyOpt,

@@ -191,6 +191,9 @@ def test_features_of_another_clustering(store):
     res = train(store, None, method="pipcdr", config=cfg(features="shade:kmeans"), device="cpu")
     assert res.interest == "shade" and "not of shade:kmeans" in res.augmentation
     assert store.read_group(group_path("shade", "pipcdr"))["features"].shape == (24, 32)
+    with pytest.raises(MdclustError, match="--features images only"):
+        train(store, None, method="pipcdr", config=cfg(features="shade:kmeans", views="crop"),
+              device="cpu")
 
 
 def test_bad_input_leaves_the_store_unchanged(store, tmp_path):
