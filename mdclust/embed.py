@@ -290,11 +290,7 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
         if not shas:
             continue
         matrix = np.concatenate(vecs, axis=0)
-        keep, seen = [], set()
-        for i, s in enumerate(shas):
-            if s in live and s not in seen:
-                seen.add(s)
-                keep.append(i)
+        keep = journal.live_rows(shas, live)
         if not keep:
             txn.delete(f"features/{key}")
             continue

@@ -71,3 +71,14 @@ def clear(store: Store, files: list[Path]) -> None:
         store.journal_dir.rmdir()  # only when empty
     except OSError:
         pass
+
+
+def live_rows(shas: list[str], live: set[str]) -> list[int]:
+    """Row indices to keep when merging batches: the first row of each content hash still in
+    the store (a batch redone after a crash may repeat rows that were already committed)."""
+    keep, seen = [], set()
+    for i, s in enumerate(shas):
+        if s in live and s not in seen:
+            seen.add(s)
+            keep.append(i)
+    return keep

@@ -153,11 +153,7 @@ def commit(txn: Transaction, store: Store, live: set[str]) -> list[Path]:
             if z["vectors"].shape[1] == views:
                 shas += [str(s) for s in z["sha"]]
                 vecs.append(z["vectors"])
-        keep, seen = [], set()
-        for i, s in enumerate(shas):
-            if s in live and s not in seen:
-                seen.add(s)
-                keep.append(i)
+        keep = journal.live_rows(shas, live)
         if not keep:
             txn.delete(path)
             continue
