@@ -40,7 +40,8 @@ INTERESTS = {"color": 6, "shape": 5, "background": 4}
 METHODS = ("kmeans", "zeroshot", "gradnorm", "tac", "sic", "multidproxy")
 # Multi-DProxy with the three switches of docs/methods/multidproxy.md (the paper's settings
 # taken literally follow the image features on this data).
-MDP_ARGS = ("--proxy-align", "--candidate-score", "max", "--detach-gate", "--lr", "0.01")
+MDP_ARGS = ("--proxy-align", "--candidate-score", "max", "--detach-gate", "--lr", "0.01",
+            "--restarts", "3")
 FILTERS = ("gradnorm", "msp", "cosine")
 
 

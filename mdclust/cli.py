@@ -330,6 +330,8 @@ def train_cmd(
                                           "paper's grid by a label-free score (silhouette)."),
     grid_epochs: Optional[int] = typer.Option(None, help="multidproxy: epochs per grid trial "
                                                          "[default: --epochs]."),
+    restarts: int = typer.Option(1, help="multidproxy: train with seeds SEED .. SEED+N-1 and "
+                                         "keep the run with the best silhouette (no labels)."),
     features: str = typer.Option("images", help="pipcdr: what to train on: images, or "
                                                 "INTEREST:METHOD (e.g. color:multidproxy)."),
     views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
@@ -364,7 +366,7 @@ def train_cmd(
         cfg = TrainConfig(k=k or 0, refine_every=refine_every, layers=layers,
                           tau_alpha=tau_alpha, seed=seed, object_word=object_word,
                           proxy_align=proxy_align, candidate_score=candidate_score,
-                          detach_gate=detach_gate, **given)
+                          detach_gate=detach_gate, restarts=restarts, **given)
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
                 model=model, grid=grid, grid_epochs=grid_epochs,
                 show_progress=not (quiet or as_json))
@@ -382,6 +384,8 @@ def train_cmd(
         else:
             line += (f"; candidates {res.candidates_start} -> {len(res.candidates)}: "
                      + ", ".join(res.candidates))
+            if res.restarts:
+                line += f"; kept seed {res.seed} of {len(res.restarts)} (best silhouette)"
         typer.echo(line)
 
 

@@ -9,7 +9,7 @@ uninterrupted run would.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from .store import Store
 from .textcache import text_features
 
 TRAINED_METHODS = ("multidproxy", "pipcdr")
+LOSS_TIE = 0.01  # restarts this close to the lowest final loss count as equally good
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainConfig:
     proxy_align: bool = False  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
     candidate_score: str = "mean"  # refinement score: "mean" (paper) or "max" cosine
     detach_gate: bool = False  # L_align does not train the modality weight lambda
+    restarts: int = 1  # seeds seed .. seed + restarts - 1, one kept (see _pick_restart)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class TrainResult:
     seconds: float = 0.0
     seconds_per_epoch: float = 0.0
     grid: list[dict] = field(default_factory=list)
+    restarts: list[dict] = field(default_factory=list)
+    seed: int = 0
     features: str = "images"  # what was trained on (pipcdr: images or INTEREST:METHOD)
     augmentation: str = ""  # pipcdr: where the two views came from
 
@@ -82,8 +86,9 @@ def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
     if cfg.k > n_candidates:
         raise MdclustError(f"--k {cfg.k} is more than the number of candidates "
                            f"({n_candidates}); ask for more with `mdclust candidates --k`")
-    if cfg.epochs < 1 or cfg.refine_every < 1 or cfg.batch < 2 or cfg.layers < 1:
-        raise MdclustError("--epochs, --refine-every, --layers must be >= 1 and --batch >= 2")
+    if min(cfg.epochs, cfg.refine_every, cfg.layers, cfg.restarts) < 1 or cfg.batch < 2:
+        raise MdclustError("--epochs, --refine-every, --layers, --restarts must be >= 1 "
+                           "and --batch >= 2")
     if cfg.candidate_score not in ("mean", "max"):
         raise MdclustError("--candidate-score must be mean or max")
     if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.tau_alpha <= 0 or cfg.sigma <= 0:
@@ -128,19 +133,35 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
     if grid:
         cfg, grid_rows = _grid_search(store, feats, C_all, prompt, star, cfg, dev,
                                       grid_epochs or cfg.epochs, show_progress)
-    run = _Run(store, interest, method, feats, words, C_all, prompt, star, cfg, dev)
-    out = run.fit(show_progress, stop_after)
+    runs, checkpoints = [], []
+    for r in range(cfg.restarts):
+        run = _Run(store, interest, method, feats, words, C_all, prompt, star,
+                   replace(cfg, seed=cfg.seed + r), dev)
+        checkpoints.append(run.checkpoint)
+        out = run.fit(show_progress, stop_after)
+        if out is None:  # stopped early on purpose: the checkpoint holds the state
+            return TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
+                               resumed_from=run.resumed_from, candidates_start=len(words),
+                               seconds=round(time.perf_counter() - t0, 3))
+        if cfg.restarts > 1:
+            run.checkpoint.save(run._state())  # a crash in a later restart keeps this one
+            runs.append((run, out, float(run.curves["loss"][-1]),
+                         _silhouette(out[0], cfg.k, cfg.seed)))
+        else:
+            runs.append((run, out, 0.0, 0.0))
+    run, out = _pick_restart(runs)
+    restart_rows = [{"seed": r.cfg.seed, "final_loss": round(loss, 6),
+                     "silhouette": round(sil, 6)} for r, _, loss, sil in runs] \
+        if cfg.restarts > 1 else []
     result = TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
                          resumed_from=run.resumed_from, candidates_start=len(words),
-                         candidates=[words[i] for i in run.active], grid=grid_rows)
-    if out is None:  # stopped early on purpose: the checkpoint holds the state
-        result.seconds = round(time.perf_counter() - t0, 3)
-        return result
+                         candidates=[words[i] for i in run.active], grid=grid_rows,
+                         restarts=restart_rows, seed=run.cfg.seed)
     fused, proxies = out
     curves = {name: np.array(vals, dtype=np.float64) for name, vals in run.curves.items()}
     hist_round = [r for r, kept in enumerate(run.history, start=1) for _ in kept]
     hist_word = [words[i] for kept in run.history for i in kept]
-    params = {**asdict(cfg), "model_key": feats.key, "device": dev,
+    params = {**asdict(cfg), "chosen_seed": run.cfg.seed, "model_key": feats.key, "device": dev,
               "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid)}
     with store.transaction() as txn:
         txn.put_group(group_path(interest, method), {
@@ -150,8 +171,9 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
             "history_round": np.array(hist_round, dtype=np.int32), "history_word": hist_word,
             **{f"curve_{name}": v for name, v in curves.items()},
         }, {"method": method, "params": params, "candidates_start": len(words),
-            "grid": grid_rows, "resumed_from": run.resumed_from})
-    run.checkpoint.remove()
+            "grid": grid_rows, "restarts": restart_rows, "resumed_from": run.resumed_from})
+    for checkpoint in checkpoints:
+        checkpoint.remove()
     result.final_loss = float(curves["loss"][-1])
     result.seconds = round(time.perf_counter() - t0, 3)
     result.seconds_per_epoch = round(run.train_seconds / max(1, run.epochs_this_call), 4)
@@ -277,15 +299,20 @@ class _Run:
         return self.fused(), self.all_proxies()
 
 
+def _pick_restart(runs: list) -> tuple:
+    """Among restarts (run, output, final loss, silhouette): those whose final loss is within
+    LOSS_TIE (relative) of the lowest are equally good optima of the objective; of these, the
+    one whose fused features separate best into k groups (silhouette) is kept."""
+    lowest = min(loss for _, _, loss, _ in runs)
+    tied = [r for r in runs if r[2] <= lowest + LOSS_TIE * abs(lowest)]
+    run, out, _, _ = max(tied, key=lambda r: r[3])
+    return run, out
+
+
 def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progress):
     """The paper's lr x weight-decay grid, chosen WITHOUT labels: the silhouette (cosine) of
     k-means on the fused features, a label-free measure of how well they separate into k."""
-    from dataclasses import replace
-
-    from sklearn.metrics import silhouette_score
-
     from .methods import multidproxy as mdp
-    from .methods.baselines import kmeans
 
     rows, best = [], None
     for lr in mdp.LR_GRID:
@@ -296,13 +323,23 @@ def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progr
             run = _Run(store, "grid", "multidproxy", feats, list(range(len(C_all))), C_all,
                        prompt, star, trial, dev)
             fused, _ = run.fit(False, None)
-            labels = kmeans(fused, cfg.k, seed=cfg.seed)
-            score = float(silhouette_score(fused, labels, metric="cosine")) \
-                if len(set(labels)) > 1 else -1.0
+            score = _silhouette(fused, cfg.k, cfg.seed)
             rows.append({"lr": lr, "weight_decay": wd, "silhouette": round(score, 6)})
             if best is None or score > best[0]:
                 best = (score, lr, wd)
     return replace(cfg, lr=best[1], weight_decay=best[2]), rows
+
+
+def _silhouette(fused: np.ndarray, k: int, seed: int) -> float:
+    """Cosine silhouette of k-means on the fused features: how well they separate into k
+    groups, measured without labels (selects grid points and restarts)."""
+    from sklearn.metrics import silhouette_score
+
+    from .methods.baselines import kmeans
+
+    labels = kmeans(fused, k, seed=seed)
+    return float(silhouette_score(fused, labels, metric="cosine")) if len(set(labels)) > 1 \
+        else -1.0
 
 
 def trained_features(store: Store, interest: str | None,

@@ -109,6 +109,39 @@ def test_interrupted_run_resumes_to_the_same_result(small_store, tmp_path):
     assert a["candidates"] == b["candidates"]
 
 
+def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
+    from mdclust.train import LOSS_TIE, _silhouette
+
+    res = train(small_store, "thing", config=cfg(restarts=3, seed=4), device="cpu")
+    rows = res.restarts
+    assert [r["seed"] for r in rows] == [4, 5, 6]
+    assert len({r["silhouette"] for r in rows}) == 3  # the seeds really trained different models
+    lowest = min(r["final_loss"] for r in rows)
+    tied = [r for r in rows if r["final_loss"] <= lowest + LOSS_TIE * abs(lowest)]
+    assert res.seed == max(tied, key=lambda r: r["silhouette"])["seed"]
+    g = small_store.read_group(group_path("thing", "multidproxy"))
+    assert g.attrs["params"]["chosen_seed"] == res.seed
+    chosen = next(r for r in rows if r["seed"] == res.seed)
+    assert _silhouette(np.asarray(g["fused"]), 3, 4) == pytest.approx(chosen["silhouette"],
+                                                                      abs=1e-5)
+    assert g["curve_loss"][-1] == pytest.approx(chosen["final_loss"], abs=1e-5)
+    single = Store(tmp_path / "single.h5")
+    shutil.copy(small_store.path, single.path)
+    train(single, "thing", config=cfg(seed=res.seed), device="cpu")
+    np.testing.assert_allclose(single.read_group(group_path("thing", "multidproxy"))["fused"],
+                               g["fused"], atol=1e-5)
+    assert not any(tmp_path.glob("*.checkpoints/*.pt"))
+
+
+def test_pick_restart_prefers_low_loss_then_silhouette():
+    from mdclust.train import _pick_restart
+
+    runs = [("a", 1, 1.72, 0.45), ("b", 2, 1.55, 0.39), ("c", 3, 1.551, 0.42),
+            ("d", 4, 1.60, 0.90)]
+    assert _pick_restart(runs) == ("c", 3)  # a and d are worse optima despite their silhouette
+    assert _pick_restart(runs[:1]) == ("a", 1)
+
+
 def test_kill9_then_rerun_resumes(small_store, tmp_path):
     other = Store(tmp_path / "copy.h5")
     shutil.copy(small_store.path, other.path)
@@ -150,6 +183,8 @@ def test_bad_input(small_store, tmp_path):
         train(small_store, "mood", config=cfg(), device="cpu")
     with pytest.raises(MdclustError, match="at least 2"):
         train(small_store, "thing", config=cfg(k=1), device="cpu")
+    with pytest.raises(MdclustError, match="--restarts must be >= 1"):
+        train(small_store, "thing", config=cfg(restarts=0), device="cpu")
     with pytest.raises(MdclustError, match="unknown training method"):
         train(small_store, "thing", method="dino", config=cfg(), device="cpu")
     assert small_store.path.read_bytes() == before

@@ -89,8 +89,9 @@ class GatedFusionLayer(nn.Module):
 
 class MultiDProxy(nn.Module):
     """Text token t*_i = P[t; w_i] (the prompt feature and the proxy, projected to d); L fusion
-    layers over the set; lambda_i = sigmoid(cos(T^L_i, V^L_i) / tau), tau learnable (init 0.1);
-    F_i = lambda_i T^L_i + (1 - lambda_i) V^L_i on unit vectors (Eq. 4)."""
+    layers over the set; lambda = sigmoid(mean_i cos(T^L_i, V^L_i) / tau), one weight for the
+    set, tau learnable (init 0.1); F_i = lambda T^L_i + (1 - lambda) V^L_i on unit vectors
+    (Eq. 4)."""
 
     def __init__(self, n_images: int, d: int, base_proxy: np.ndarray, layers: int = LAYERS,
                  tau_alpha: float = TAU_ALPHA, tau_init: float = TAU_INIT):
@@ -112,8 +113,11 @@ class MultiDProxy(nn.Module):
         return alpha @ C
 
     def _fuse(self, V_L: torch.Tensor, T_L: torch.Tensor, detach_gate: bool = False):
+        # <T^L, V^L> is the inner product of the two sets (matrices), so lambda is one weight
+        # for the set; dividing by its size keeps it independent of the batch size.
         V_L, T_L = F.normalize(V_L, dim=-1), F.normalize(T_L, dim=-1)
-        lam = torch.sigmoid((T_L * V_L).sum(-1, keepdim=True) / self.tau)
+        agree = (T_L * V_L).sum(-1, keepdim=True).mean()
+        lam = torch.sigmoid(agree / self.tau).expand(len(V_L), 1)
         if detach_gate:  # lambda measures agreement; the losses do not steer it
             lam = lam.detach()
         return lam * T_L + (1 - lam) * V_L, lam
