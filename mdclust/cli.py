@@ -385,7 +385,8 @@ def train_cmd(
             line += (f"; candidates {res.candidates_start} -> {len(res.candidates)}: "
                      + ", ".join(res.candidates))
             if res.restarts:
-                line += f"; kept seed {res.seed} of {len(res.restarts)} (best silhouette)"
+                line += (f"; kept seed {res.seed} of {len(res.restarts)} restarts "
+                         "(lowest loss, then silhouette)")
         typer.echo(line)
 
 
