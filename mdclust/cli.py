@@ -330,8 +330,9 @@ def train_cmd(
                                           "paper's grid by a label-free score (silhouette)."),
     grid_epochs: Optional[int] = typer.Option(None, help="multidproxy: epochs per grid trial "
                                                          "[default: --epochs]."),
-    restarts: int = typer.Option(1, help="multidproxy: train with seeds SEED .. SEED+N-1 and "
-                                         "keep the run with the best silhouette (no labels)."),
+    restarts: int = typer.Option(1, help="multidproxy: train with seeds SEED .. SEED+N-1; keep "
+                                         "the best-separated (silhouette) of the runs with the "
+                                         "lowest final loss (no labels)."),
     features: str = typer.Option("images", help="pipcdr: what to train on: images, or "
                                                 "INTEREST:METHOD (e.g. color:multidproxy)."),
     views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
