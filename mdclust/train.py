@@ -133,7 +133,7 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
     if grid:
         cfg, grid_rows = _grid_search(store, feats, C_all, prompt, star, cfg, dev,
                                       grid_epochs or cfg.epochs, show_progress)
-    runs, checkpoints = [], []
+    rows, checkpoints, resumed, seconds, epochs = [], [], {}, 0.0, 0
     for r in range(cfg.restarts):
         run = _Run(store, interest, method, feats, words, C_all, prompt, star,
                    replace(cfg, seed=cfg.seed + r), dev)
@@ -143,20 +143,22 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
             return TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
                                resumed_from=run.resumed_from, candidates_start=len(words),
                                seconds=round(time.perf_counter() - t0, 3))
+        resumed[run.cfg.seed] = run.resumed_from
+        seconds, epochs = seconds + run.train_seconds, epochs + run.epochs_this_call
         if cfg.restarts > 1:
-            run.checkpoint.save(run._state())  # a crash in a later restart keeps this one
-            runs.append((run, out, float(run.curves["loss"][-1]),
-                         _silhouette(out[0], cfg.k, cfg.seed)))
-        else:
-            runs.append((run, out, 0.0, 0.0))
-    run, out = _pick_restart(runs)
-    restart_rows = [{"seed": r.cfg.seed, "final_loss": round(loss, 6),
-                     "silhouette": round(sil, 6)} for r, _, loss, sil in runs] \
-        if cfg.restarts > 1 else []
+            # keep every finished restart on disk, not in memory, until one is chosen
+            run.checkpoint.save(run._state())
+            rows.append({"seed": run.cfg.seed, "final_loss": round(run.curves["loss"][-1], 6),
+                         "silhouette": round(_silhouette(out[0], cfg.k, cfg.seed), 6)})
+    chosen = _pick_restart(rows)["seed"] if rows else run.cfg.seed
+    if chosen != run.cfg.seed:
+        run = _Run(store, interest, method, feats, words, C_all, prompt, star,
+                   replace(cfg, seed=chosen), dev)
+        out = run.fit(False, None)  # from its final checkpoint: no training
     result = TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
-                         resumed_from=run.resumed_from, candidates_start=len(words),
+                         resumed_from=resumed[run.cfg.seed], candidates_start=len(words),
                          candidates=[words[i] for i in run.active], grid=grid_rows,
-                         restarts=restart_rows, seed=run.cfg.seed)
+                         restarts=rows, seed=run.cfg.seed)
     fused, proxies = out
     curves = {name: np.array(vals, dtype=np.float64) for name, vals in run.curves.items()}
     hist_round = [r for r, kept in enumerate(run.history, start=1) for _ in kept]
@@ -171,12 +173,12 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
             "history_round": np.array(hist_round, dtype=np.int32), "history_word": hist_word,
             **{f"curve_{name}": v for name, v in curves.items()},
         }, {"method": method, "params": params, "candidates_start": len(words),
-            "grid": grid_rows, "restarts": restart_rows, "resumed_from": run.resumed_from})
+            "grid": grid_rows, "restarts": rows, "resumed_from": result.resumed_from})
     for checkpoint in checkpoints:
         checkpoint.remove()
     result.final_loss = float(curves["loss"][-1])
     result.seconds = round(time.perf_counter() - t0, 3)
-    result.seconds_per_epoch = round(run.train_seconds / max(1, run.epochs_this_call), 4)
+    result.seconds_per_epoch = round(seconds / max(1, epochs), 4)
     return result
 
 
@@ -299,14 +301,13 @@ class _Run:
         return self.fused(), self.all_proxies()
 
 
-def _pick_restart(runs: list) -> tuple:
-    """Among restarts (run, output, final loss, silhouette): those whose final loss is within
+def _pick_restart(rows: list[dict]) -> dict:
+    """Among restarts ({seed, final_loss, silhouette}): those whose final loss is within
     LOSS_TIE (relative) of the lowest are equally good optima of the objective; of these, the
     one whose fused features separate best into k groups (silhouette) is kept."""
-    lowest = min(loss for _, _, loss, _ in runs)
-    tied = [r for r in runs if r[2] <= lowest + LOSS_TIE * abs(lowest)]
-    run, out, _, _ = max(tied, key=lambda r: r[3])
-    return run, out
+    lowest = min(r["final_loss"] for r in rows)
+    tied = [r for r in rows if r["final_loss"] <= lowest + LOSS_TIE * abs(lowest)]
+    return max(tied, key=lambda r: r["silhouette"])
 
 
 def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progress):

@@ -136,10 +136,13 @@ def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
 def test_pick_restart_prefers_low_loss_then_silhouette():
     from mdclust.train import _pick_restart
 
-    runs = [("a", 1, 1.72, 0.45), ("b", 2, 1.55, 0.39), ("c", 3, 1.551, 0.42),
-            ("d", 4, 1.60, 0.90)]
-    assert _pick_restart(runs) == ("c", 3)  # a and d are worse optima despite their silhouette
-    assert _pick_restart(runs[:1]) == ("a", 1)
+    rows = [{"seed": s, "final_loss": loss, "silhouette": sil} for s, loss, sil in
+            ((0, 1.72, 0.45), (1, 1.55, 0.39), (2, 1.551, 0.42), (3, 1.60, 0.90))]
+    assert _pick_restart(rows)["seed"] == 2  # 0 and 3 are worse optima despite their silhouette
+    assert _pick_restart(rows[:1])["seed"] == 0
+    negative = [{"seed": 0, "final_loss": -2.0, "silhouette": 0.1},
+                {"seed": 1, "final_loss": -1.99, "silhouette": 0.5}]
+    assert _pick_restart(negative)["seed"] == 1  # within 1 % of a negative lowest loss
 
 
 def test_kill9_then_rerun_resumes(small_store, tmp_path):
