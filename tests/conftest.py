@@ -30,6 +30,18 @@ def write_images(folder: Path, n: int, seed: int = 0, size=(40, 48), prefix="img
     return out
 
 
+def embedded_store(tmp_path: Path, n: int):
+    """A real store with n random 24 px images embedded by the tiny random-weight test model."""
+    from mdclust.embed import embed
+    from mdclust.store import Store
+
+    folder = tmp_path / "imgs"
+    write_images(folder, n, size=(24, 24))
+    st = Store(tmp_path / "s.h5")
+    embed(folder, st, model=TINY, pretrained="random", workers=0)
+    return st
+
+
 @pytest.fixture
 def images(tmp_path):
     folder = tmp_path / "images"

@@ -7,11 +7,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import MDCLUST, TINY, write_images
+from conftest import MDCLUST, embedded_store
 
 from mdclust.candidates import candidates
 from mdclust.candidates.wordnet import all_nouns
-from mdclust.embed import embed
 from mdclust.errors import MdclustError
 from mdclust.methods import multidproxy as mdp
 from mdclust.store import Store
@@ -66,10 +65,7 @@ def test_refine_candidates_keeps_the_aligned_words():
 
 @pytest.fixture
 def small_store(tmp_path):
-    folder = tmp_path / "imgs"
-    write_images(folder, 40, size=(24, 24))
-    st = Store(tmp_path / "s.h5")
-    embed(folder, st, model=TINY, pretrained="random", workers=0)
+    st = embedded_store(tmp_path, 40)
     words = tmp_path / "w.txt"
     words.write_text("\n".join(all_nouns()[:96]))
     candidates(st, "thing", from_file=words, n=96)

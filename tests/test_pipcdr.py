@@ -4,7 +4,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import MDCLUST, TINY, write_images
+from conftest import MDCLUST, TINY, embedded_store
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 from mdclust.cluster import cluster
@@ -116,10 +116,7 @@ def test_pseudo_labels_are_refreshed_on_schedule():
 
 @pytest.fixture
 def store(tmp_path):
-    folder = tmp_path / "imgs"
-    write_images(folder, 24, size=(24, 24))
-    st = Store(tmp_path / "s.h5")
-    embed(folder, st, model=TINY, pretrained="random", workers=0)
+    st = embedded_store(tmp_path, 24)
     return st
 
 
