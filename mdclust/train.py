@@ -133,10 +133,13 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
     if grid:
         cfg, grid_rows = _grid_search(store, feats, C_all, prompt, star, cfg, dev,
                                       grid_epochs or cfg.epochs, show_progress)
+    def new_run(seed: int) -> _Run:  # loads the seed's checkpoint when there is one
+        return _Run(store, interest, method, feats, words, C_all, prompt, star,
+                    replace(cfg, seed=seed), dev)
+
     rows, checkpoints, resumed, seconds, epochs = [], [], {}, 0.0, 0
     for r in range(cfg.restarts):
-        run = _Run(store, interest, method, feats, words, C_all, prompt, star,
-                   replace(cfg, seed=cfg.seed + r), dev)
+        run = new_run(cfg.seed + r)
         checkpoints.append(run.checkpoint)
         out = run.fit(show_progress, stop_after)
         if out is None:  # stopped early on purpose: the checkpoint holds the state
@@ -152,8 +155,7 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
                          "silhouette": round(_silhouette(out[0], cfg.k, cfg.seed), 6)})
     chosen = _pick_restart(rows)["seed"] if rows else run.cfg.seed
     if chosen != run.cfg.seed:
-        run = _Run(store, interest, method, feats, words, C_all, prompt, star,
-                   replace(cfg, seed=chosen), dev)
+        run = new_run(chosen)
         out = run.fit(False, None)  # from its final checkpoint: no training
     result = TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
                          resumed_from=resumed[run.cfg.seed], candidates_start=len(words),
