@@ -141,6 +141,26 @@ def test_pick_restart_prefers_low_loss_then_silhouette():
     assert _pick_restart(negative)["seed"] == 1  # within 1 % of a negative lowest loss
 
 
+def test_silhouette_is_exact_below_the_sample_size_and_sampled_above(monkeypatch):
+    from sklearn.metrics import silhouette_score
+
+    from mdclust import train as train_mod
+    from mdclust.methods.baselines import kmeans
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)) + np.repeat(rng.normal(scale=3, size=(3, 8)), 100, axis=0)
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    labels = kmeans(X, 3, seed=4)
+    exact = silhouette_score(X, labels, metric="cosine")
+    assert train_mod._silhouette(X, 3, 4) == pytest.approx(exact, abs=1e-6)
+    monkeypatch.setattr(train_mod, "SILHOUETTE_SAMPLE", 50)
+    sampled = train_mod._silhouette(X, 3, 4)
+    assert sampled == pytest.approx(silhouette_score(X, labels, metric="cosine", sample_size=50,
+                                                     random_state=4), abs=1e-6)
+    assert sampled != pytest.approx(exact, abs=1e-6)  # scored on 50 rows, not all 300
+    assert train_mod._silhouette(X, 3, 4) == sampled  # the sample is seeded
+
+
 def test_kill9_then_rerun_resumes(small_store, tmp_path):
     other = Store(tmp_path / "copy.h5")
     shutil.copy(small_store.path, other.path)
