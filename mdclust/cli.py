@@ -305,7 +305,7 @@ def train_cmd(
     k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
                                                "candidates' --k]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: 1000 multidproxy, "
-                                                    "140 pipcdr]."),
+                                                    "300 pipcdr]."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-3]."),
     wd: Optional[float] = typer.Option(None, help="Weight decay [default: 0 multidproxy, "
                                                   "1e-5 pipcdr]."),

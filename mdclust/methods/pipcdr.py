@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 # The paper's settings are for training a backbone; these, for a head on frozen features, were
 # tuned on scikit-learn's digits (docs/methods/pipcdr.md), never on the demo's data.
-EPOCHS, BATCH, LR, WEIGHT_DECAY = 140, 64, 1e-3, 1e-5
+EPOCHS, BATCH, LR, WEIGHT_DECAY = 300, 64, 1e-3, 1e-5
 EMA, SIGMA, W_PIP, TAU, KMEANS_EVERY, QUEUE = 0.99, 0.1, 0.7, 0.2, 2, 4096
 HIDDEN, OUT = 512, 128
 
