@@ -450,22 +450,30 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("shapes")
 @_command
 def datasets_shapes(
-    out_dir: Path = typer.Argument(..., help="Folder to write the PNGs and labels.csv into."),
+    out_dir: Path = typer.Argument(..., help="Folder to write the PNGs, labels.csv and "
+                                             "vocabulary.json into."),
     n: int = typer.Option(3000, help="Number of images."),
-    seed: int = typer.Option(0, help="Random seed (same seed, same images)."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same values and images)."),
     size: int = typer.Option(64, help="Image side in pixels."),
+    values: Optional[str] = typer.Option(
+        None, help="Values per aspect drawn from its vocabulary, e.g. 'color=6,shape=all' "
+                   "[default: color=6,shape=6,background=5,count=4,texture=4]."),
     as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Coloured shapes on patterned backgrounds: aspects color, shape, background."""
-    from .datasets import ASPECTS, generate_shapes
+    """One to four coloured objects on a patterned background: aspects color, shape,
+    background, count and texture, each a random subset of a larger vocabulary."""
+    from .datasets import generate_shapes, read_vocabulary
 
-    labels = generate_shapes(out_dir, n=n, seed=seed, size=size)
+    labels = generate_shapes(out_dir, n=n, seed=seed, size=size, values=values)
+    vocab = read_vocabulary(out_dir)
     if as_json:
         _emit_json({"out_dir": str(out_dir), "n": n, "seed": seed, "labels": str(labels),
-                    "aspects": {a: list(v) for a, v in ASPECTS.items()}})
+                    "vocabulary": str(Path(out_dir) / "vocabulary.json"),
+                    "aspects": {a: v["present"] for a, v in vocab.items()}})
     elif not quiet:
-        typer.echo(f"{n} images and {labels} written; aspects: "
-                   + "; ".join(f"{a} ({len(v)})" for a, v in ASPECTS.items()))
+        typer.echo(f"{n} images and {labels} written; values present (of the vocabulary): "
+                   + "; ".join(f"{a} {len(v['present'])}/{len(v['vocabulary'])}"
+                               for a, v in vocab.items()))
 
 
 @app.command()

@@ -1,34 +1,49 @@
 """Synthetic multi-aspect image sets: the same images, several independent ways to group them.
 
-`shapes`: a coloured object (color) of some form (shape) on a patterned background
-(background), with nuisance variation — position, size, rotation, shade, pixel noise and grey
-distractor marks — so that each aspect must be read from the picture as a whole. It stands in for
-the papers' Fruit/Card-style data; see docs/datasets.md.
+`shapes`: one to four objects of one colour (color), form (shape) and surface (texture) on a
+patterned background (background); the number of objects is the fifth aspect (count). Each
+aspect has a vocabulary larger than any one set uses: a set draws a random subset of values per
+aspect, so a user's candidate list (the whole vocabulary, plus words the model never saw) holds
+absent values, as a real LLM answer does. Nuisance variation — position, size, rotation, shade,
+pixel noise and grey distractor marks — makes each aspect a property of the picture as a whole.
+See docs/datasets.md.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from .errors import MdclustError
 
+# Close pairs a user names apart (red/maroon, blue/navy, green/teal, yellow/olive) are on
+# purpose; neutral greys and white are not colours here because backgrounds are grey.
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "green": (40, 160, 50),
-    "blue": (35, 75, 215),
-    "yellow": (235, 205, 20),
-    "purple": (140, 45, 185),
-    "orange": (245, 125, 20),
+    "red": (215, 35, 35), "maroon": (120, 20, 35), "orange": (245, 125, 20),
+    "brown": (135, 80, 40), "yellow": (235, 210, 25), "olive": (125, 125, 20),
+    "lime": (150, 230, 40), "green": (40, 160, 50), "teal": (20, 125, 125),
+    "cyan": (40, 215, 225), "blue": (35, 75, 215), "navy": (20, 30, 115),
+    "purple": (135, 45, 180), "pink": (250, 145, 195), "magenta": (220, 40, 200),
+    "black": (25, 25, 25),
 }
-SHAPES = ("circle", "square", "triangle", "star", "cross")
-BACKGROUNDS = ("plain", "striped", "dotted", "checkered")
-ASPECTS = {"color": list(COLORS), "shape": list(SHAPES), "background": list(BACKGROUNDS)}
+SHAPES = ("circle", "oval", "square", "rectangle", "diamond", "triangle", "star", "cross",
+          "heart", "crescent", "arrow", "semicircle")
+BACKGROUNDS = ("plain", "striped", "dotted", "checkered", "grid", "diagonal", "wavy", "brick",
+               "speckled", "crosshatched")
+COUNTS = ("one", "two", "three", "four")
+TEXTURES = ("solid", "hollow", "spotted", "banded", "faded")
+VOCABULARY: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES),
+                                    "background": list(BACKGROUNDS), "count": list(COUNTS),
+                                    "texture": list(TEXTURES)}
+# A set has 4-6 values per aspect by default (count has only four words, so all of them).
+DEFAULT_VALUES = {"color": 6, "shape": 6, "background": 5, "count": 4, "texture": 4}
+ASPECTS = tuple(VOCABULARY)
 
 
 @dataclass(frozen=True)
@@ -36,27 +51,111 @@ class Sample:
     color: str
     shape: str
     background: str
+    count: str = "one"
+    texture: str = "solid"
 
     def labels(self) -> dict[str, str]:
-        return {"color": self.color, "shape": self.shape, "background": self.background}
+        return {a: getattr(self, a) for a in ASPECTS}
+
+
+def parse_values(spec: str | Mapping[str, int | str] | None) -> dict[str, int]:
+    """``"color=6,shape=all"`` (or a dict) -> values per aspect, defaults for the rest."""
+    if spec is None or spec == "":
+        items: dict = {}
+    elif isinstance(spec, str):
+        items = {}
+        for part in spec.split(","):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise MdclustError(f"--values takes aspect=number pairs, got {part.strip()!r}")
+            items[name.strip()] = value.strip()
+    else:
+        items = dict(spec)
+    out = dict(DEFAULT_VALUES)
+    for aspect, value in items.items():
+        if aspect not in VOCABULARY:
+            raise MdclustError(f"--values: unknown aspect {aspect!r}; aspects: "
+                               + ", ".join(ASPECTS))
+        full = len(VOCABULARY[aspect])
+        if str(value) == "all":
+            out[aspect] = full
+            continue
+        try:
+            k = int(value)
+        except ValueError:
+            raise MdclustError(f"--values: {aspect}={value!r} is not a number or 'all'") from None
+        if not 1 <= k <= full:
+            raise MdclustError(f"--values: {aspect}={k} must be between 1 and {full} "
+                               f"(the {aspect} vocabulary)")
+        out[aspect] = k
+    return out
+
+
+def present_values(seed: int, values: Mapping[str, int]) -> dict[str, list[str]]:
+    """The values a set of this seed uses, per aspect, in vocabulary order."""
+    rng = np.random.default_rng([seed, 1])
+    out = {}
+    for aspect, vocab in VOCABULARY.items():
+        keep = set(rng.choice(len(vocab), size=values[aspect], replace=False).tolist())
+        out[aspect] = [v for i, v in enumerate(vocab) if i in keep]
+    return out
+
+
+def _unit_polygon(shape: str) -> list[tuple[float, float]]:
+    """Outline in a unit radius, centred at 0 (shapes that are not polygons are traced)."""
+    t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+    if shape == "circle":
+        return list(zip(np.cos(t), np.sin(t)))
+    if shape == "oval":
+        return list(zip(np.cos(t), 0.55 * np.sin(t)))
+    if shape == "square":
+        return [(-0.75, -0.75), (0.75, -0.75), (0.75, 0.75), (-0.75, 0.75)]
+    if shape == "rectangle":
+        return [(-1, -0.45), (1, -0.45), (1, 0.45), (-1, 0.45)]
+    if shape == "diamond":
+        return [(0, -1), (0.55, 0), (0, 1), (-0.55, 0)]
+    if shape == "triangle":
+        return [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3 - math.pi / 2]
+    if shape == "star":
+        return [((1.0 if i % 2 == 0 else 0.42) * math.cos(a),
+                 (1.0 if i % 2 == 0 else 0.42) * math.sin(a))
+                for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
+    if shape == "cross":
+        w = 0.34
+        return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
+                (-1, w), (-1, -w), (-w, -w)]
+    if shape == "heart":
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        return list(zip(x / 17, (y + 2) / 17))
+    if shape == "crescent":
+        a = np.linspace(-0.5 * math.pi, 0.5 * math.pi, 25)
+        outer = list(zip(np.cos(a), np.sin(a)))
+        inner = list(zip(0.45 * np.cos(a[::-1]), np.sin(a[::-1])))
+        return [(x - 0.25, y) for x, y in outer + inner]
+    if shape == "arrow":
+        return [(-1, -0.22), (0.2, -0.22), (0.2, -0.6), (1, 0), (0.2, 0.6), (0.2, 0.22),
+                (-1, 0.22)]
+    if shape == "semicircle":
+        a = np.linspace(0, math.pi, 25)
+        return [(x, y - 0.4) for x, y in zip(np.cos(a), np.sin(a))]
+    raise ValueError(shape)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        pts = [(math.cos(a), math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
-    elif shape == "triangle":
-        pts = [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3 - math.pi / 2]
-    elif shape == "star":
-        pts = [((1.0 if i % 2 == 0 else 0.42) * math.cos(a), (1.0 if i % 2 == 0 else 0.42)
-                * math.sin(a)) for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
-    elif shape == "cross":
-        w = 0.34
-        pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
-               (-1, w), (-1, -w), (-w, -w)]
-    else:
-        raise ValueError(shape)
     c, s = math.cos(angle), math.sin(angle)
-    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]
+    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in _unit_polygon(shape)]
+
+
+def _lines(draw, size: int, period: int, phase: int, width: int, ink, slope: int) -> None:
+    """Parallel lines: slope 0 vertical, 2 horizontal, +1/-1 diagonal."""
+    for p in range(-2 * size + phase, 2 * size, period):
+        if slope == 0:
+            draw.line((p, 0, p, size), fill=ink, width=width)
+        elif slope == 2:
+            draw.line((0, p, size, p), fill=ink, width=width)
+        else:
+            draw.line((p, 0, p + slope * size, size), fill=ink, width=width)
 
 
 def _background(draw, kind: str, size: int, rng: np.random.Generator) -> None:
@@ -65,14 +164,17 @@ def _background(draw, kind: str, size: int, rng: np.random.Generator) -> None:
     ink = (int(base - rng.integers(45, 90)),) * 3
     period = int(rng.integers(size // 9, size // 5))
     phase = int(rng.integers(0, period))
+    thin = max(2, period // 6)
     if kind == "striped":
-        width = max(2, period // 3)
-        if rng.random() < 0.5:
-            for x in range(-period + phase, size, period):
-                draw.rectangle((x, 0, x + width, size), fill=ink)
-        else:
-            for y in range(-period + phase, size, period):
-                draw.rectangle((0, y, size, y + width), fill=ink)
+        _lines(draw, size, period, phase, max(2, period // 3), ink, 0 if rng.random() < 0.5 else 2)
+    elif kind == "diagonal":
+        _lines(draw, size, period, phase, max(2, period // 3), ink, 1 if rng.random() < 0.5 else -1)
+    elif kind == "grid":
+        _lines(draw, size, period, phase, thin, ink, 0)
+        _lines(draw, size, period, phase, thin, ink, 2)
+    elif kind == "crosshatched":
+        _lines(draw, size, period, phase, thin, ink, 1)
+        _lines(draw, size, period, phase, thin, ink, -1)
     elif kind == "dotted":
         rad = max(2, period // 4)
         for y in range(phase, size + period, period):
@@ -83,6 +185,77 @@ def _background(draw, kind: str, size: int, rng: np.random.Generator) -> None:
             for i, x in enumerate(range(-phase, size, period)):
                 if (i + j) % 2 == 0:
                     draw.rectangle((x, y, x + period - 1, y + period - 1), fill=ink)
+    elif kind == "wavy":
+        xs = np.arange(0, size + 4, 4)
+        amp = period / 4
+        for y0 in range(-period + phase, size + period, period):
+            ys = y0 + amp * np.sin(2 * math.pi * xs / (1.5 * period))
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=ink, width=max(2, period // 4))
+    elif kind == "brick":
+        for j, y in enumerate(range(-phase, size, period)):
+            draw.line((0, y, size, y), fill=ink, width=thin)
+            offset = (period if j % 2 else 0) - phase
+            for x in range(offset, size, 2 * period):
+                draw.line((x, y, x, y + period), fill=ink, width=thin)
+    elif kind == "speckled":
+        for x, y in rng.integers(0, size, (size * size // 40, 2)).tolist():
+            rad = int(rng.integers(1, 3))
+            draw.ellipse((x - rad, y - rad, x + rad, y + rad), fill=ink)
+
+
+def _layout(count: int, big: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """(cx, cy, r) per object; several objects sit in distinct quadrants so none overlap."""
+    if count == 1:
+        r = big * rng.uniform(0.22, 0.32)
+        cx, cy = big / 2 + rng.uniform(-1, 1, 2) * (big / 2 - r - 2) * 0.7
+        return [(cx, cy, r)]
+    r = big * rng.uniform(0.15, 0.19)
+    out = []
+    for q in rng.choice(4, size=count, replace=False).tolist():
+        qx, qy = (q % 2 + 0.5) * big / 2, (q // 2 + 0.5) * big / 2
+        jx, jy = rng.uniform(-1, 1, 2) * max(0.0, big / 4 - r - 2)
+        out.append((qx + jx, qy + jy, r))
+    return out
+
+
+def _paint(arr: np.ndarray, sample: Sample, objects, rgb: np.ndarray,
+           rng: np.random.Generator) -> None:
+    """Draw the objects with their texture into ``arr`` (float H×W×3, in place)."""
+    from PIL import Image, ImageDraw
+
+    big = arr.shape[0]
+    outer, inner = Image.new("L", (big, big)), Image.new("L", (big, big))
+    d_out, d_in = ImageDraw.Draw(outer), ImageDraw.Draw(inner)
+    for cx, cy, r in objects:
+        angle = rng.uniform(0, 2 * math.pi)
+        d_out.polygon(_polygon(sample.shape, cx, cy, r, angle), fill=255)
+        d_in.polygon(_polygon(sample.shape, cx, cy, 0.55 * r, angle), fill=255)
+    mask = np.asarray(outer) > 127
+    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
+    theta = rng.uniform(0, math.pi)
+    along = xx * math.cos(theta) + yy * math.sin(theta)
+    light = np.array([242.0, 242.0, 242.0])
+    colour = np.broadcast_to(rgb, arr.shape).copy()
+    r0 = objects[0][2]
+    if sample.texture == "hollow":
+        mask &= ~(np.asarray(inner) > 127)
+    elif sample.texture == "banded":
+        bands = (along / (0.45 * r0) + rng.uniform()) % 1.0 < 0.5
+        colour[bands] = light
+    elif sample.texture == "spotted":
+        period = 0.7 * r0
+        ox, oy = rng.uniform(0, period, 2)
+        dx = (xx + ox) % period - period / 2
+        dy = (yy + oy) % period - period / 2
+        colour[dx * dx + dy * dy < (0.18 * r0) ** 2] = light
+    elif sample.texture == "faded":
+        # Each object fades from its full colour to near white across its own width.
+        t = np.zeros((big, big), np.float32)
+        for cx, cy, r in objects:
+            local = (along - (cx * math.cos(theta) + cy * math.sin(theta))) / (2 * r) + 0.5
+            t = np.maximum(t, np.clip(local, 0, 1) * ((xx - cx) ** 2 + (yy - cy) ** 2 <= 4 * r * r))
+        colour = rgb + (light - rgb) * (0.8 * t)[..., None]
+    arr[mask] = colour[mask]
 
 
 def render(sample: Sample, rng: np.random.Generator, size: int = 64):
@@ -99,49 +272,64 @@ def render(sample: Sample, rng: np.random.Generator, size: int = 64):
         g = int(rng.integers(60, 200))
         draw.line((int(x0), int(y0), int(x1), int(y1)), fill=(g, g, g),
                   width=int(rng.integers(1, 4)))
-    r = big * rng.uniform(0.22, 0.34)
-    cx, cy = (big / 2 + rng.uniform(-1, 1, 2) * (big / 2 - r - 2) * 0.7)
-    shade = rng.uniform(0.8, 1.1)
-    rgb = tuple(int(np.clip(c * shade + rng.integers(-15, 16), 0, 255))
-                for c in COLORS[sample.color])
-    if sample.shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=rgb)
-    else:
-        draw.polygon(_polygon(sample.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=rgb)
-    img = img.resize((size, size), Image.LANCZOS)
+    objects = _layout(COUNTS.index(sample.count) + 1, big, rng)
+    shade = rng.uniform(0.85, 1.1)
+    rgb = np.clip(np.array(COLORS[sample.color]) * shade + rng.integers(-12, 13, 3), 0, 255)
+    arr = np.asarray(img, dtype=np.float32).copy()
+    _paint(arr, sample, objects, rgb, rng)
+    img = Image.fromarray(arr.astype(np.uint8)).resize((size, size), Image.LANCZOS)
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def samples(n: int, seed: int = 0) -> Iterator[tuple[Sample, np.random.Generator]]:
-    """n independent draws (aspects uniform and independent), each with its own render rng.
+def samples(n: int, seed: int = 0, present: Mapping[str, list[str]] | None = None
+            ) -> Iterator[tuple[Sample, np.random.Generator]]:
+    """n independent draws (each aspect uniform over its present values, aspects independent),
+    each with its own render rng. ``present=None`` draws from the full vocabulary.
 
     The labels come from one stream and each image's nuisance from a stream of its own, so the
     labels of a seed do not depend on how (or whether) the images are drawn.
     """
+    values = {a: list((present or VOCABULARY)[a]) for a in ASPECTS}
     rng = np.random.default_rng(seed)
     for i in range(n):
-        s = Sample(str(rng.choice(list(COLORS))), str(rng.choice(SHAPES)),
-                   str(rng.choice(BACKGROUNDS)))
+        s = Sample(**{a: str(values[a][int(rng.integers(len(values[a])))]) for a in ASPECTS})
         yield s, np.random.default_rng([seed, i])
 
 
-def generate_shapes(out_dir: str | Path, n: int = 3000, seed: int = 0, size: int = 64) -> Path:
-    """Write n PNGs and labels.csv (path,color,shape,background) under ``out_dir``."""
+def generate_shapes(out_dir: str | Path, n: int = 3000, seed: int = 0, size: int = 64,
+                    values: str | Mapping[str, int | str] | None = None) -> Path:
+    """Write n PNGs, labels.csv (path + one column per aspect) and vocabulary.json under
+    ``out_dir``. ``values`` says how many values of each aspect the set uses
+    (``"color=6,shape=all"``; defaults in DEFAULT_VALUES), drawn at random from the vocabulary
+    by ``seed``."""
     if n < 1:
         raise MdclustError("--n must be at least 1")
     if size < 16:
         raise MdclustError("--size must be at least 16 pixels")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MdclustError(f"{out} exists and is not a folder")
+    present = present_values(seed, parse_values(values))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     width = len(str(n - 1))
-    for i, (s, rng) in enumerate(samples(n, seed)):
+    for i, (s, rng) in enumerate(samples(n, seed, present)):
         name = f"{i:0{width}d}.png"
         render(s, rng, size).save(out / name)
-        rows.append([name, s.color, s.shape, s.background])
+        rows.append([name, *(s.labels()[a] for a in ASPECTS)])
     with open(out / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", *ASPECTS])
         w.writerows(rows)
+    vocab = {a: {"vocabulary": VOCABULARY[a], "present": present[a]} for a in ASPECTS}
+    (out / "vocabulary.json").write_text(json.dumps(vocab, indent=1) + "\n")
     return out / "labels.csv"
+
+
+def read_vocabulary(folder: str | Path) -> dict[str, dict[str, list[str]]]:
+    """The ``vocabulary.json`` of a generated set."""
+    path = Path(folder) / "vocabulary.json"
+    if not path.is_file():
+        raise MdclustError(f"{path} not found: generate the set with `mdclust datasets shapes`")
+    return json.loads(path.read_text())
