@@ -336,8 +336,9 @@ def train_cmd(
     features: str = typer.Option("images", help="pipcdr: what to train on: images, or "
                                                 "INTEREST:METHOD (e.g. color:multidproxy)."),
     views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
-                                           "(the stored one, if any) or none (feature-space "
-                                           "augmentation)."),
+                                           "(the stored one; if none, 8 crop+flip views per "
+                                           "image are encoded first, as `embed --views 8` "
+                                           "does) or none (feature-space augmentation)."),
     ema: Optional[float] = typer.Option(None, help="pipcdr: target momentum [0.99]."),
     tau: Optional[float] = typer.Option(None, help="pipcdr: dispersion temperature [0.2]."),
     w_pip: Optional[float] = typer.Option(None, help="pipcdr: weight of PIP against CDR "
@@ -371,7 +372,8 @@ def train_cmd(
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
                 model=model, grid=grid, grid_epochs=grid_epochs,
                 show_progress=not (quiet or as_json))
-    if res.augmentation.startswith("feature-space") and not as_json and not quiet:
+    if (res.augmentation.startswith("feature-space") or "made now" in res.augmentation) \
+            and not as_json and not quiet:
         typer.echo(f"mdclust: note: views from {res.augmentation}", err=True)
     if as_json:
         _emit_json(res.to_json())

@@ -126,9 +126,20 @@ def cfg(**kw):
     return PipcdrConfig(**base)
 
 
-def test_train_cluster_without_interest(store):
+def test_default_makes_the_image_views_it_needs(store, tmp_path):
+    res = train(store, None, method="pipcdr", config=cfg(), device="cpu")
+    assert res.augmentation == "stored views crop+flip x8 (made now: none were stored)"
+    g = store.read_group(views_path(f"{TINY}@random", ("crop", "flip")))
+    assert g["vectors"].shape == (24, 8, 64)
+    again = train(store, None, method="pipcdr", config=cfg(), device="cpu")
+    assert again.augmentation == "stored views crop+flip x8"  # made once, then reused
+
+
+def test_train_cluster_without_interest(store, tmp_path):
+    (tmp_path / "imgs").rename(tmp_path / "moved")  # no images to make views from
     res = train(store, None, method="pipcdr", config=cfg(), device="cpu")
     assert res.interest is None and res.augmentation.startswith("feature-space")
+    assert store.read_group(views_path(f"{TINY}@random", ("crop", "flip"))) is None
     g = store.read_group(group_path(None, "pipcdr"))
     assert g["features"].shape == (24, 32)
     np.testing.assert_allclose(np.linalg.norm(g["features"], axis=1), 1.0, atol=1e-5)
