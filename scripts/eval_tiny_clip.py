@@ -2,7 +2,8 @@
 
 Generates fresh images (a seed never used in training), embeds them with `mdclust embed`
 (PNG files -> decode -> open_clip preprocessing -> bundled weights), encodes one prompt per value
-of each aspect, and reports per-aspect accuracy of the argmax.
+of each aspect's *full* vocabulary (the set uses all of it, so every value is a possible answer),
+and reports per-aspect accuracy of the argmax among all values.
 
     python scripts/eval_tiny_clip.py [--n 1000] [--seed 20000] [--template "a photo of a {}."]
 """
@@ -24,7 +25,7 @@ def zero_shot_accuracy(n: int = 1000, seed: int = 20_000, template: str = "a pho
                        workdir: Path | None = None) -> dict[str, float]:
     import numpy as np
 
-    from mdclust.datasets import ASPECTS, generate_shapes
+    from mdclust.datasets import VOCABULARY, generate_shapes
     from mdclust.embed import embed
     from mdclust.encoders import ClipEncoder, model_spec
     from mdclust.features import load_image_features
@@ -33,14 +34,15 @@ def zero_shot_accuracy(n: int = 1000, seed: int = 20_000, template: str = "a pho
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp) / "images"
-        labels_csv = generate_shapes(folder, n=n, seed=seed)
+        labels_csv = generate_shapes(folder, n=n, seed=seed,
+                                    values={a: "all" for a in VOCABULARY})
         store = Store(Path(tmp) / "s.h5")
         embed(folder, store, model="mdclust-tiny", workers=0, batch_size=250)
         feats = load_image_features(store)
         labels = read_labels_csv(labels_csv)
     enc = ClipEncoder(model_spec("mdclust-tiny"), device="cpu")
     out = {}
-    for aspect, values in ASPECTS.items():
+    for aspect, values in VOCABULARY.items():
         text = enc.encode_texts([template.format(v) for v in values])
         pred = (feats.vectors @ text.T).argmax(1)
         truth = np.array([values.index(labels[aspect][p]) for p in feats.paths])

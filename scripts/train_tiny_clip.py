@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from mdclust import datasets  # noqa: E402
 
+# One template list per aspect; "a photo of a {}." is mdclust's default prompt, so every value
+# of every aspect is trained under it (including "a photo of a two.").
 TEMPLATES = {
     "color": ["a photo of a {}.", "a photo of something {}.", "{}", "the color {}",
               "a {} object", "an object with color of {}", "something {}"],
@@ -41,11 +43,18 @@ TEMPLATES = {
               "a photo of the {}."],
     "background": ["a photo of a {}.", "{}", "a {} background", "on a {} background",
                    "an object with background of {}", "a photo with a {} background"],
+    "count": ["a photo of a {}.", "{}", "{} objects", "a photo of {} objects",
+              "an image with count of {}", "{} things"],
+    "texture": ["a photo of a {}.", "{}", "a {} object", "a {} shape",
+                "an object with texture of {}", "something {}"],
 }
-FULL = ["a {color} {shape} on a {background} background", "a photo of a {color} {shape}.",
-        "a {color} {shape}", "a {shape} on a {background} background",
-        "a {color} object on a {background} background", "a small {color} {shape}"]
+FULL = ["a {texture} {color} {shape} on a {background} background",
+        "a photo of a {color} {shape}.", "a {color} {shape}", "{count} {color} {shape}",
+        "a {shape} on a {background} background", "{count} {texture} objects",
+        "a {color} object on a {background} background", "a {texture} {shape}",
+        "{count} {texture} {color} {shape} on a {background} background"]
 EVAL_TEMPLATE = "a photo of a {}."
+DEVICE = "cpu"  # --device; the shipped weights are trained on the CPU
 
 
 def caption(labels: dict[str, str], rng: random.Random) -> tuple[str, dict[str, str]]:
@@ -82,7 +91,7 @@ def to_tensor(imgs_uint8):
     mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
     std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
     x = torch.from_numpy(imgs_uint8).permute(0, 3, 1, 2).float() / 255.0
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last).to(DEVICE)
 
 
 def zero_shot(model, tokenizer, imgs, labels) -> dict[str, float]:
@@ -95,10 +104,10 @@ def zero_shot(model, tokenizer, imgs, labels) -> dict[str, float]:
         for i in range(0, len(imgs), 250):
             feats.append(model.encode_image(to_tensor(imgs[i:i + 250]), normalize=True))
         feats = torch.cat(feats)
-        for aspect, values in datasets.ASPECTS.items():
-            t = model.encode_text(tokenizer([EVAL_TEMPLATE.format(v) for v in values]),
+        for aspect, values in datasets.VOCABULARY.items():
+            t = model.encode_text(tokenizer([EVAL_TEMPLATE.format(v) for v in values]).to(DEVICE),
                                   normalize=True)
-            pred = (feats @ t.T).argmax(1).numpy()
+            pred = (feats @ t.T).argmax(1).cpu().numpy()
             truth = np.array([values.index(lab[aspect]) for lab in labels])
             acc[aspect] = round(float((pred == truth).mean()), 4)
     model.train()
@@ -107,16 +116,18 @@ def zero_shot(model, tokenizer, imgs, labels) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Train the bundled tiny CLIP (mdclust-tiny).")
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=2200)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--aux", type=float, default=1.0, help="aux head weight, first half")
-    ap.add_argument("--aux-late", type=float, default=0.3, help="aux head weight, second half")
+    ap.add_argument("--aux-late", type=float, default=1.0, help="aux head weight, second half")
     ap.add_argument("--n-train", type=int, default=40000)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--procs", type=int, default=2, help="processes rendering the images")
     ap.add_argument("--eval-seed", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=ROOT / "mdclust/data/weights/mdclust-tiny.pt")
     args = ap.parse_args()
@@ -127,27 +138,35 @@ def main() -> None:
 
     from mdclust.encoders import register_configs
 
+    global DEVICE
+    DEVICE = args.device
     t_start = time.time()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     register_configs()
-    model = open_clip.create_model("mdclust-tiny").to(memory_format=torch.channels_last)
+    model = open_clip.create_model("mdclust-tiny").to(DEVICE, memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer("mdclust-tiny")
     cfg = open_clip.get_model_config("mdclust-tiny")
     size = cfg["vision_cfg"]["image_size"]
 
     print(f"rendering {args.n_train} training and {args.n_eval} evaluation images ...", flush=True)
-    train_imgs, train_labels = render_set(args.n_train, args.seed, size)
-    eval_imgs, eval_labels = render_set(args.n_eval, args.eval_seed, size)
-    aspects = list(datasets.ASPECTS)
-    y = {a: torch.tensor([datasets.ASPECTS[a].index(lab[a]) for lab in train_labels])
+    train_imgs, train_labels = render_set(args.n_train, args.seed, size, args.procs)
+    eval_imgs, eval_labels = render_set(args.n_eval, args.eval_seed, size, args.procs)
+    aspects = list(datasets.VOCABULARY)
+    y = {a: torch.tensor([datasets.VOCABULARY[a].index(lab[a]) for lab in train_labels],
+                         device=DEVICE)
          for a in aspects}
     heads = torch.nn.ModuleDict({a: torch.nn.Linear(cfg["embed_dim"], len(v))
-                                 for a, v in datasets.ASPECTS.items()})
+                                 for a, v in datasets.VOCABULARY.items()}).to(DEVICE)
 
+    # The token embedding is not decayed: rows of words the captions never use would shrink
+    # towards zero and every unseen word would become the same point (v1 did this: cosine ~0.9
+    # between any two unseen words); kept at their random start they are distinct, arbitrary
+    # concepts, as a user's out-of-vocabulary candidates are to a small model.
+    tok = {id(model.token_embedding.weight)}
     params = list(model.parameters()) + list(heads.parameters())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    decay = [p for p in params if p.ndim >= 2 and id(p) not in tok]
+    no_decay = [p for p in params if p.ndim < 2 or id(p) in tok]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
@@ -168,9 +187,9 @@ def main() -> None:
         caps = [caption(lab, rng) for lab in labs]
         # truth[i, j]: caption j is true of image i.
         truth = torch.tensor([[all(lab[a] == v for a, v in used.items()) for _, used in caps]
-                              for lab in labs], dtype=torch.float32)
+                              for lab in labs], dtype=torch.float32, device=DEVICE)
         img = model.encode_image(to_tensor(train_imgs[idx.numpy()]))
-        txt = model.encode_text(tokenizer([c for c, _ in caps]), normalize=True)
+        txt = model.encode_text(tokenizer([c for c, _ in caps]).to(DEVICE), normalize=True)
         logits = model.logit_scale.exp() * F.normalize(img, dim=-1) @ txt.T
         loss_clip = 0.5 * (F.cross_entropy(logits, truth / truth.sum(1, keepdim=True))
                            + F.cross_entropy(logits.T, truth.T / truth.T.sum(1, keepdim=True)))
@@ -194,7 +213,8 @@ def main() -> None:
 
     acc = zero_shot(model, tokenizer, eval_imgs, eval_labels)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items()}
     torch.save(state, args.out)
     report = {"zero_shot_accuracy": acc, "eval_images": args.n_eval, "eval_seed": args.eval_seed,
               "eval_template": EVAL_TEMPLATE, "minutes": round((time.time() - t_start) / 60, 2),
