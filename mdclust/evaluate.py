@@ -76,6 +76,7 @@ def evaluate(store: Store, interest: str | None = None, *, method: str = "kmeans
         vals = np.array([r[m] for r in per_run])
         out[m] = round(float(vals.mean()), 6)
         out[f"{m}_std"] = round(float(vals.std()), 6)
+    out["per_run"] = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
     if fail_under_nmi is not None and out["nmi"] < fail_under_nmi:
         raise QualityGateFailed(f"NMI {out['nmi']:.4f} of {method} on {aspect} is below "
                                 f"--fail-under-nmi {fail_under_nmi}", details=out)
