@@ -8,8 +8,18 @@ import pytest
 from typer.testing import CliRunner
 
 from mdclust.cli import app
-from mdclust.datasets import (ASPECTS, DEFAULT_VALUES, VOCABULARY, Sample, generate_shapes,
-                              parse_values, present_values, read_vocabulary, render, samples)
+from mdclust.datasets import (
+    ASPECTS,
+    DEFAULT_VALUES,
+    VOCABULARY,
+    Sample,
+    generate_shapes,
+    parse_values,
+    present_values,
+    read_vocabulary,
+    render,
+    samples,
+)
 from mdclust.errors import MdclustError
 
 

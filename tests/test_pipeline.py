@@ -1,5 +1,6 @@
 """End to end on a generated multi-aspect set with the bundled tiny CLIP:
-candidates -> filter -> cluster -> eval, through the CLI."""
+candidates -> filter -> cluster -> eval, through the CLI, with the candidates a user gets
+(examples/interests: each aspect's whole vocabulary plus words the model never saw)."""
 
 import csv
 import hashlib
@@ -7,16 +8,17 @@ import io
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import MDCLUST
 from typer.testing import CliRunner
 
 from mdclust.cli import app
-from mdclust.datasets import generate_shapes
+from mdclust.datasets import generate_shapes, read_vocabulary
 
-COLORS = "red blue green yellow orange purple pink brown black white gray cyan magenta teal navy"
-SHAPES = "circle square triangle star cross rectangle oval hexagon diamond heart arrow ring"
+ROOT = Path(__file__).resolve().parents[1]
+ZS_NAMES = 5  # of the 6 colours present, zero-shot over 32 candidates names at least 5
 runner = CliRunner()
 
 
@@ -37,11 +39,18 @@ def demo(tmp_path_factory):
     store = root / "s.h5"
     cli(store, "embed", str(root / "images"), "--model", "mdclust-tiny", "--labels",
         str(labels), "--workers", "0", "--quiet")
-    for interest, words in (("color", COLORS), ("shape", SHAPES)):
-        f = root / f"{interest}.txt"
-        f.write_text("\n".join(words.split()))
-        cli(store, "candidates", "--interest", interest, "--from-file", str(f), "--quiet")
+    for interest in ("color", "shape"):
+        cli(store, "candidates", "--interest", interest, "--from-file",
+            str(ROOT / "examples" / "interests" / f"{interest}.txt"), "--quiet")
     return store
+
+
+def present(demo, aspect):
+    return read_vocabulary(demo.parent / "images")[aspect]["present"]
+
+
+def k(demo, aspect):
+    return str(len(present(demo, aspect)))
 
 
 def digest(path):
@@ -52,14 +61,15 @@ def test_zeroshot_with_color_candidates(demo):
     out = cli_json(demo, "cluster", "--interest", "color", "--method", "zeroshot", "--k", "6")
     assert set(out) >= {"interest", "method", "k", "n", "sizes"}
     assert out["n"] == 300 and sum(out["sizes"]) == 300 and out["k"] == 6
-    assert set(out["names"]) == {"red", "blue", "green", "yellow", "orange", "purple"}
+    assert len(set(out["names"]) & set(present(demo, "color"))) >= ZS_NAMES
     ev = cli_json(demo, "eval", "--interest", "color", "--method", "zeroshot")
     assert ev["aspect"] == "color" and ev["runs"] == 1
     assert ev["nmi"] >= 0.9
 
 
-@pytest.mark.parametrize("interest,k,other", [("color", 6, "shape"), ("shape", 5, "color")])
-def test_gradnorm_follows_the_interest(demo, interest, k, other):
+@pytest.mark.parametrize("interest,k,other,floor", [("color", 6, "shape", 0.8),
+                                                     ("shape", 6, "color", 0.6)])
+def test_gradnorm_follows_the_interest(demo, interest, k, other, floor):
     f = cli_json(demo, "filter", "--interest", interest, "--method", "gradnorm", "--k", str(k))
     assert f["classes"] == 3 * k and 0 < f["count"] <= 5 * 3 * k
     cli(demo, "cluster", "--interest", interest, "--method", "gradnorm", "--k", str(k), "--quiet")
@@ -67,7 +77,9 @@ def test_gradnorm_follows_the_interest(demo, interest, k, other):
     cross = cli_json(demo, "eval", "--interest", interest, "--method", "gradnorm",
                      "--aspect", other)
     assert own["runs"] == 10 and own["aspect"] == interest
-    assert own["nmi"] >= 0.8 and own["nmi"] > cross["nmi"] + 0.5
+    assert len(own["per_run"]["nmi"]) == 10
+    assert sum(own["per_run"]["nmi"]) / 10 == pytest.approx(own["nmi"], abs=1e-5)
+    assert own["nmi"] >= floor and own["nmi"] > cross["nmi"] + 0.4
     for key in ("nmi", "ari", "acc", "ri", "nmi_std"):
         assert 0 <= own[key] <= 1
 
@@ -95,13 +107,13 @@ def test_filter_never_reads_labels(demo, tmp_path):
 
 
 def test_export_csv(demo):
-    cli(demo, "cluster", "--interest", "shape", "--method", "zeroshot", "--k", "5", "--quiet")
+    cli(demo, "cluster", "--interest", "shape", "--method", "zeroshot", "--k", "6", "--quiet")
     r = cli(demo, "export", "--interest", "shape", "--method", "zeroshot")
     rows = list(csv.reader(io.StringIO(r.stdout)))
     assert rows[0] == ["path", "cluster", "name"] and len(rows) == 301
     truth = {row["path"]: row["shape"] for row in
              csv.DictReader(open(demo.parent / "images" / "labels.csv"))}
-    assert sum(truth[p] == name for p, _, name in rows[1:]) >= 290
+    assert sum(truth[p] == name for p, _, name in rows[1:]) >= 270
 
 
 def test_quality_gate_exit_1_with_json_from_a_real_process(demo):
