@@ -73,6 +73,7 @@ def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
     from mdclust.cluster import cluster
     from mdclust.datasets import ASPECTS, generate_shapes, read_vocabulary
     from mdclust.embed import embed
+    from mdclust.errors import MdclustError
     from mdclust.evaluate import evaluate
     from mdclust.filter import filter_nouns
     from mdclust.store import Store
@@ -122,7 +123,7 @@ def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
         # What `--source wordnet` gives for the interest's name (hyponyms, no LLM).
         try:
             wn = candidates(store, aspect, source="wordnet", k=k, refresh=True).words
-        except Exception as exc:  # an interest WordNet does not know is a result, not a crash
+        except MdclustError as exc:  # an interest WordNet does not know is a result
             log(f"  set {seed} {aspect}: --source wordnet failed: {exc}")
             wn = []
         if len(wn) >= k:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -117,8 +118,6 @@ def _make_views(store: Store, key: str, show_progress: bool) -> bool:
     images are still where they were embedded from. Without image views PIPCDR falls back to
     feature-space noise, which measured worse than k-means on its own input (digits embedded
     by mdclust-tiny: NMI 0.197 against 0.229); stored views are what its gain comes from."""
-    from pathlib import Path
-
     root = store.attrs("images").get("root")
     attrs = store.attrs(f"features/{key}")
     if not root or not Path(root).is_dir() or not attrs.get("model"):

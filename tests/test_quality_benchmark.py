@@ -44,6 +44,7 @@ def test_docs_section_is_replaced(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # --quick takes about 5 minutes on 2 cores
 def test_quick_run_scores_every_method_on_every_aspect(tmp_path):
     q = load()
     from mdclust.datasets import ASPECTS
