@@ -147,16 +147,14 @@ def summarise(sets: list[dict]) -> dict:
     clustering = {f"{a}|{meth}": {m: [float(np.mean(v)), float(np.std(v))] for m, v in d.items()}
                   for (a, meth), d in runs.items()}
     words: dict = defaultdict(lambda: defaultdict(float))
+    counts = ("kept", "present_kept", "present", "absent_in_list", "absent_dropped",
+              "unseen_in_list", "unseen_dropped")
     for s in sets:
-        for row in s["filter"]:
+        rows = s["filter"] + [{**r, "filter": "multidproxy refinement", "pool": "candidate list"}
+                              for r in s["refined"]]
+        for row in rows:
             key = f"{row['aspect']}|{row['filter']}|{row['pool']}"
-            for f in ("kept", "present_kept", "present", "absent_in_list", "absent_dropped",
-                      "unseen_in_list", "unseen_dropped"):
-                words[key][f] += row[f]
-        for row in s["refined"]:
-            key = f"{row['aspect']}|multidproxy refinement|candidate list"
-            for f in ("kept", "present_kept", "present", "absent_in_list", "absent_dropped",
-                      "unseen_in_list", "unseen_dropped"):
+            for f in counts:
                 words[key][f] += row[f]
     return {"clustering": clustering, "words": {k: dict(v) for k, v in words.items()}}
 
