@@ -75,6 +75,7 @@ def run(name: str, images: np.ndarray, labels: np.ndarray, seeds, workdir: Path)
     from mdclust.evaluate import evaluate
     from mdclust.store import Store
     from mdclust.train import train
+    from mdclust.train_pipcdr import PipcdrConfig
 
     folder = workdir / name
     csv = write_pngs(images, labels, folder)
@@ -85,8 +86,6 @@ def run(name: str, images: np.ndarray, labels: np.ndarray, seeds, workdir: Path)
         cluster(store, method="kmeans", k=10, seed=seed)
         out["k-means"].append(evaluate(store, method="kmeans", aspect="digit"))
         t0 = time.perf_counter()
-        from mdclust.train_pipcdr import PipcdrConfig
-
         res = train(store, None, method="pipcdr", config=PipcdrConfig(k=10, seed=seed))
         out["seconds"].append(time.perf_counter() - t0)
         out["augmentation"] = res.augmentation

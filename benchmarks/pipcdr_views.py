@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.quality import DEV_SEEDS  # noqa: E402
+from benchmarks.quality import DEV_SEEDS, TEST_SEEDS, interest_file  # noqa: E402
 
 AUGMENTS = ("crop,flip", "flip,rotate", "crop,rotate")
 
@@ -38,8 +38,6 @@ def main() -> None:
     ap.add_argument("--views", nargs="+", default=[a.replace(",", "+") for a in AUGMENTS] +
                     ["none"])
     args = ap.parse_args()
-    from benchmarks.quality import TEST_SEEDS
-
     if set(args.seeds) & set(TEST_SEEDS):
         raise SystemExit("dev seeds only: this script chooses a default")
     from mdclust.candidates import candidates
@@ -62,13 +60,13 @@ def main() -> None:
             vocab = read_vocabulary(images)
             store = Store(Path(tmp) / f"set-{seed}.h5")
             embed(images, store, model="mdclust-tiny", labels=images / "labels.csv")
+            X = load_image_features(store).vectors
             for a in AUGMENTS:
                 if a.replace(",", "+") in args.views:
                     embed(images, store, model="mdclust-tiny", views=8, augment=a)
             for aspect in args.aspects:
                 k = len(vocab[aspect]["present"])
-                candidates(store, aspect, from_file=ROOT / "examples" / "interests" /
-                           f"{aspect}.txt", k=k, encode=False)
+                candidates(store, aspect, from_file=interest_file(aspect), k=k, encode=False)
                 cluster(store, aspect, method="kmeans")
                 rows.setdefault((aspect, "k-means"), []).append(
                     evaluate(store, aspect, method="kmeans")["nmi"])
@@ -80,7 +78,6 @@ def main() -> None:
                     nmi = evaluate(store, aspect, method="pipcdr")["nmi"]
                     rows.setdefault((aspect, f"pipcdr {views}"), []).append(nmi)
                     paths, F = trained_features(store, aspect, "pipcdr")
-                    X = load_image_features(store).vectors
                     both = np.hstack([X, F])
                     t = [y[p] for p in paths]
                     res = np.mean([scores(t, kmeans(both, k, seed=s))["nmi"] for s in range(10)])

@@ -17,7 +17,7 @@ Dev seeds (DEV_SEEDS) are the only ones any default may be chosen on; `--tune` r
 refuses to run or print the test sets. Test seeds (TEST_SEEDS) are for reporting.
 
     python benchmarks/quality.py                  # test sets, full (docs/benchmarks.md)
-    python benchmarks/quality.py --quick          # one test set of 300 images (about 6 min)
+    python benchmarks/quality.py --quick          # one test set of 300 images (about 5 min)
     python benchmarks/quality.py --tune           # dev sets only
     python benchmarks/quality.py --update-docs    # also rewrite the table in docs/benchmarks.md
 """
