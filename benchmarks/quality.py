@@ -76,8 +76,9 @@ def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
     from mdclust.errors import MdclustError
     from mdclust.evaluate import evaluate
     from mdclust.filter import filter_nouns
+    from mdclust.methods.multidproxy import config_for
     from mdclust.store import Store
-    from mdclust.train import TrainConfig, train
+    from mdclust.train import train
 
     images = workdir / f"set-{seed}-{n}"
     if not (images / "vocabulary.json").is_file():
@@ -107,9 +108,9 @@ def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
                                   **word_stats(kept, words, present, vocabulary)})
         for method in METHODS:
             if method == "multidproxy":
-                cfg = TrainConfig(k=k, proxy_align=True, candidate_score="max",
-                                  detach_gate=True, lr=0.01, restarts=mdp_restarts)
-                res = train(store, aspect, method="multidproxy", config=cfg)
+                # the defaults of `mdclust train --method multidproxy` (no flags)
+                res = train(store, aspect, method="multidproxy",
+                            config=config_for(k, restarts=mdp_restarts))
                 out["refined"].append({"aspect": aspect,
                                        **word_stats(res.candidates, words, present, vocabulary)})
             elif method == "pipcdr":
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tune", action="store_true", help="dev sets only; no test figures")
     ap.add_argument("--seeds", type=int, nargs="+", help="dev seeds to run (with --tune)")
     ap.add_argument("--n", type=int, help="images per set [600; --quick 300]")
-    ap.add_argument("--restarts", type=int, help="Multi-DProxy restarts [3; --quick 1]")
+    ap.add_argument("--restarts", type=int, default=1,
+                    help="Multi-DProxy restarts [1, the default of `mdclust train`]")
     ap.add_argument("--workdir", type=Path, help="keep the generated sets and stores here")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--update-docs", action="store_true",
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit("--seeds is for --tune; the report always uses the test seeds")
         seeds, split = (QUICK_SEEDS if args.quick else TEST_SEEDS), "test"
     n = args.n or (300 if args.quick else 600)
-    restarts = args.restarts or (1 if args.quick else 3)
+    restarts = args.restarts
 
     import tempfile
 

@@ -40,11 +40,8 @@ def mdclust_json(*args: str) -> dict:
 
 
 METHODS = ("kmeans", "zeroshot", "gradnorm", "tac", "sic", "multidproxy")
-# Multi-DProxy with the switches of docs/methods/multidproxy.md, chosen on mdclust 0.1's world;
-# on this one they no longer follow the interest (docs/benchmarks.md), which the table shows.
-# One restart keeps the demo within 6 minutes.
-MDP_ARGS = ("--proxy-align", "--candidate-score", "max", "--detach-gate", "--lr", "0.01",
-            "--restarts", "1")
+# Multi-DProxy runs with its defaults (docs/methods/multidproxy.md): no flags.
+MDP_ARGS: tuple[str, ...] = ()
 FILTERS = ("gradnorm", "msp", "cosine")
 
 

@@ -306,7 +306,8 @@ def train_cmd(
                                                "candidates' --k]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: 1000 multidproxy, "
                                                     "300 pipcdr]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-3]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-2 "
+                                                  "multidproxy, 1e-3 pipcdr]."),
     wd: Optional[float] = typer.Option(None, help="Weight decay [default: 0 multidproxy, "
                                                   "1e-5 pipcdr]."),
     batch: Optional[int] = typer.Option(None, help="Batch size [default: 256 multidproxy, "
@@ -315,24 +316,51 @@ def train_cmd(
                                                      "pipcdr: PIP sampling noise [0.1]."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Epochs between checkpoints "
                                                               "[default: 50 / 10]."),
-    refine_every: int = typer.Option(200, help="multidproxy: candidate refinement interval R."),
-    layers: int = typer.Option(1, help="multidproxy: gated cross-modal fusion layers L."),
-    tau_alpha: float = typer.Option(0.2, help="multidproxy: proxy temperature tau_alpha."),
-    object_word: str = typer.Option("object", "--object", help="multidproxy: [object] in the "
-                                                              "prompt 'A [object] with [u] of *'."),
-    proxy_align: bool = typer.Option(False, help="multidproxy: also align each proxy with its "
-                                                 "image (1 - cos(w, v)); not in the paper."),
-    candidate_score: str = typer.Option("mean", help="multidproxy: refinement score of a "
-                                                     "candidate: mean (paper) or max cosine."),
-    detach_gate: bool = typer.Option(False, help="multidproxy: let no loss train the modality "
-                                                 "weight lambda; not in the paper."),
+    preset: str = typer.Option("recommended", help="multidproxy: recommended (the defaults "
+                               "below) or paper (Algorithm 1 read literally; "
+                               "docs/methods/multidproxy.md)."),
+    refine_every: Optional[int] = typer.Option(None, help="multidproxy: candidate refinement "
+                                                          "interval R [200]."),
+    layers: Optional[int] = typer.Option(None, help="multidproxy: gated fusion layers L [1]."),
+    tau_alpha: Optional[float] = typer.Option(None, help="multidproxy: proxy temperature "
+                                                         "tau_alpha [0.2]."),
+    object_word: Optional[str] = typer.Option(None, "--object", help="multidproxy: [object] "
+                                              "in the prompt 'A [object] with [u] of *' "
+                                              "[object]."),
+    text_side: Optional[str] = typer.Option(None, help="multidproxy: t*_i from [t; w_i]: "
+                                            "identity (projection initialised to w_i), proxy "
+                                            "(t* = w_i) or linear (random projection) "
+                                            "[identity]."),
+    negatives: Optional[str] = typer.Option(None, help="multidproxy: L_c negatives: batch "
+                                            "(every j != i, Eq. 7), groups (other argmax "
+                                            "groups) or infonce (own proxy as positive; not in "
+                                            "the paper) [infonce]."),
+    refine_timing: Optional[str] = typer.Option(None, help="multidproxy: halvings at R/2, "
+                                                "3R/2 ... (mid) or R, 2R ... E (end) [mid]."),
+    fuse: Optional[str] = typer.Option(None, help="multidproxy: Eq. 4 mixes the LayerNorm "
+                                       "outputs (layernorm) or unit rows (unit) [layernorm]."),
+    proxy_align: Optional[bool] = typer.Option(None, "--proxy-align/--no-proxy-align",
+                                               help="multidproxy: also align each proxy with "
+                                                    "its image; not in the paper [on]."),
+    candidate_score: Optional[str] = typer.Option(None, help="multidproxy: refinement score of "
+                                                  "a candidate: mean (paper), max or specific "
+                                                  "[max]."),
+    detach_gate: Optional[bool] = typer.Option(None, "--detach-gate/--no-detach-gate",
+                                               help="multidproxy: no loss trains the modality "
+                                                    "weight lambda; not in the paper [on]."),
+    u_weight: Optional[float] = typer.Option(None, help="multidproxy: factor on alpha(t), the "
+                                                        "weight of L_u (1 = paper) [0.1]."),
+    reference: Optional[int] = typer.Option(None, help="multidproxy: images every image "
+                                                       "attends over for the stored features "
+                                                       "[4096]."),
     grid: bool = typer.Option(False, help="multidproxy: choose lr and weight decay from the "
                                           "paper's grid by a label-free score (silhouette)."),
     grid_epochs: Optional[int] = typer.Option(None, help="multidproxy: epochs per grid trial "
                                                          "[default: --epochs]."),
-    restarts: int = typer.Option(1, help="multidproxy: train with seeds SEED .. SEED+N-1; keep "
-                                         "the best-separated (silhouette) of the runs with the "
-                                         "lowest final loss (no labels)."),
+    restarts: Optional[int] = typer.Option(None, help="multidproxy: train with seeds SEED .. "
+                                           "SEED+N-1; keep the best-separated (silhouette) of "
+                                           "the runs with the lowest final loss (no labels) "
+                                           "[1]."),
     features: str = typer.Option("images", help="pipcdr: what to train on: images, or "
                                                 "INTEREST:METHOD (e.g. color:multidproxy)."),
     views: str = typer.Option("auto", help="pipcdr: stored view set (e.g. crop+flip), auto "
@@ -352,7 +380,7 @@ def train_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Learn clustering features (Multi-DProxy, PIPCDR); resumable after an interruption."""
-    from .train import TrainConfig, train
+    from .train import train
 
     given = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("weight_decay", wd), ("batch", batch),
@@ -365,10 +393,16 @@ def train_cmd(
             ("queue", queue)) if value is not None})
         cfg = PipcdrConfig(k=k, seed=seed, features=features, views=views, **given)
     else:
-        cfg = TrainConfig(k=k or 0, refine_every=refine_every, layers=layers,
-                          tau_alpha=tau_alpha, seed=seed, object_word=object_word,
-                          proxy_align=proxy_align, candidate_score=candidate_score,
-                          detach_gate=detach_gate, restarts=restarts, **given)
+        from .methods.multidproxy import config_for
+
+        given.update({name: value for name, value in (
+            ("refine_every", refine_every), ("layers", layers), ("tau_alpha", tau_alpha),
+            ("object_word", object_word), ("text_side", text_side), ("negatives", negatives),
+            ("refine_timing", refine_timing), ("fuse", fuse), ("proxy_align", proxy_align),
+            ("candidate_score", candidate_score), ("detach_gate", detach_gate),
+            ("u_weight", u_weight), ("reference", reference), ("restarts", restarts))
+            if value is not None})
+        cfg = config_for(k or 0, preset, seed=seed, **given)
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
                 model=model, grid=grid, grid_epochs=grid_epochs,
                 show_progress=not (quiet or as_json))

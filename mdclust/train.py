@@ -17,6 +17,8 @@ from .candidates import load_candidates, validate_interest
 from .checkpoint import Checkpoint
 from .errors import MdclustError
 from .features import load_image_features
+from .methods import multidproxy as mdp
+from .methods.multidproxy import MultiDProxyConfig
 from .progress import progress_bar
 from .store import Store
 from .textcache import text_features
@@ -25,25 +27,7 @@ TRAINED_METHODS = ("multidproxy", "pipcdr")
 LOSS_TIE = 0.01  # restarts this close to the lowest final loss count as equally good
 
 
-@dataclass
-class TrainConfig:
-    k: int
-    epochs: int = 1000
-    refine_every: int = 200
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    layers: int = 1
-    tau_alpha: float = 0.2
-    sigma: float = 0.2
-    batch: int = 256
-    seed: int = 0
-    object_word: str = "object"
-    candidate_template: str = "{}"
-    checkpoint_every: int = 50
-    proxy_align: bool = False  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
-    candidate_score: str = "mean"  # refinement score: "mean" (paper) or "max" cosine
-    detach_gate: bool = False  # L_align does not train the modality weight lambda
-    restarts: int = 1  # seeds seed .. seed + restarts - 1, one kept (see _pick_restart)
+TrainConfig = MultiDProxyConfig  # the name the CLI and 0.1 scripts use
 
 
 @dataclass
@@ -89,8 +73,17 @@ def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
     if min(cfg.epochs, cfg.refine_every, cfg.layers, cfg.restarts) < 1 or cfg.batch < 2:
         raise MdclustError("--epochs, --refine-every, --layers, --restarts must be >= 1 "
                            "and --batch >= 2")
-    if cfg.candidate_score not in ("mean", "max"):
-        raise MdclustError("--candidate-score must be mean or max")
+    if cfg.candidate_score not in ("mean", "max", "specific"):
+        raise MdclustError("--candidate-score must be mean, max or specific")
+    for name, value, allowed in (("text-side", cfg.text_side, mdp.TEXT_SIDES),
+                                 ("negatives", cfg.negatives, mdp.NEGATIVES),
+                                 ("refine-timing", cfg.refine_timing, mdp.REFINE_TIMINGS),
+                                 ("fuse", cfg.fuse, mdp.FUSE_ON),
+                                 ("proxy-init", cfg.proxy_init, mdp.PROXY_INITS)):
+        if value not in allowed:
+            raise MdclustError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if cfg.reference < 2 or cfg.u_weight < 0:
+        raise MdclustError("--reference must be at least 2 and --u-weight >= 0")
     if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.tau_alpha <= 0 or cfg.sigma <= 0:
         raise MdclustError("--lr, --tau-alpha and --sigma must be > 0, --wd >= 0")
 
@@ -150,8 +143,8 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
         seconds, epochs = seconds + run.train_seconds, epochs + run.epochs_this_call
         if cfg.restarts > 1:
             # keep every finished restart on disk, not in memory, until one is chosen
-            run.checkpoint.save(run._state())
-            rows.append({"seed": run.cfg.seed, "final_loss": round(run.curves["loss"][-1], 6),
+            run.checkpoint.save(run.fit_.state())
+            rows.append({"seed": run.cfg.seed, "final_loss": round(run.fit_.curves["loss"][-1], 6),
                          "silhouette": round(_silhouette(out[0], cfg.k, cfg.seed), 6)})
     chosen = _pick_restart(rows)["seed"] if rows else run.cfg.seed
     if chosen != run.cfg.seed:
@@ -159,12 +152,12 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
         out = run.fit(False, None)  # from its final checkpoint: no training
     result = TrainResult(interest, method, cfg.k, len(feats.paths), cfg.epochs,
                          resumed_from=resumed[run.cfg.seed], candidates_start=len(words),
-                         candidates=[words[i] for i in run.active], grid=grid_rows,
+                         candidates=[words[i] for i in run.fit_.active], grid=grid_rows,
                          restarts=rows, seed=run.cfg.seed)
     fused, proxies = out
-    curves = {name: np.array(vals, dtype=np.float64) for name, vals in run.curves.items()}
-    hist_round = [r for r, kept in enumerate(run.history, start=1) for _ in kept]
-    hist_word = [words[i] for kept in run.history for i in kept]
+    curves = {name: np.array(vals, dtype=np.float64) for name, vals in run.fit_.curves.items()}
+    hist_round = [r for r, kept in enumerate(run.fit_.history, start=1) for _ in kept]
+    hist_word = [words[i] for kept in run.fit_.history for i in kept]
     params = {**asdict(cfg), "chosen_seed": run.cfg.seed, "model_key": feats.key, "device": dev,
               "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid)}
     with store.transaction() as txn:
@@ -185,122 +178,40 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
 
 
 class _Run:
-    """One training run with checkpointing; kept apart from the storage code above."""
+    """One training run (methods.multidproxy.Fit) with its checkpoint."""
 
     def __init__(self, store, interest, method, feats, words, C_all, prompt, star, cfg, dev):
-        import torch
+        from .methods.multidproxy_net import Fit
 
-        from .methods import multidproxy as mdp
-
-        self.torch, self.mdp, self.cfg, self.dev = torch, mdp, cfg, dev
-        self.words, self.C_all = words, np.asarray(C_all, dtype=np.float32)
-        self.v = torch.from_numpy(feats.vectors).to(dev)
-        self.t = torch.from_numpy(np.asarray(prompt, dtype=np.float32)).to(dev)
-        torch.manual_seed(cfg.seed)
-        self.model = mdp.MultiDProxy(len(feats.paths), feats.vectors.shape[1], star,
-                                     cfg.layers, cfg.tau_alpha).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
-                                    weight_decay=cfg.weight_decay)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.active = np.arange(len(words))
-        self.sizes = mdp.refinement_sizes(len(words), cfg.k, cfg.epochs // cfg.refine_every)
-        self.history: list[list[int]] = []
-        self.curves: dict[str, list[float]] = {n: [] for n in
-                                               ("loss", "align", "u", "c", "alpha", "beta",
-                                                "lambda", "candidates")}
-        self.epoch = self.resumed_from = self.epochs_this_call = 0
+        self.cfg = cfg
+        self.fit_ = Fit(feats.vectors, C_all, prompt, star, cfg, dev)
+        self.resumed_from = self.epochs_this_call = 0
         self.train_seconds = 0.0
         self.checkpoint = Checkpoint(store, method, {
             "interest": interest, "method": method, "cfg": asdict(cfg), "key": feats.key,
             "paths": feats.paths, "words": words})
-        self._load()
-
-    def _state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "gen": self.gen.get_state(), "torch_rng": self.torch.get_rng_state(),
-                "active": self.active, "history": self.history, "curves": self.curves,
-                "epoch": self.epoch}
-
-    def _load(self) -> None:
-        s = self.checkpoint.load(self.dev)
-        if s is None:
-            return
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
-        self.gen.set_state(s["gen"])
-        self.torch.set_rng_state(s["torch_rng"])
-        self.active, self.history, self.curves = s["active"], s["history"], s["curves"]
-        self.epoch = self.resumed_from = int(s["epoch"])
-
-    def _C(self):
-        return self.torch.from_numpy(self.C_all[self.active]).to(self.dev)
-
-    def all_proxies(self) -> np.ndarray:
-        torch = self.torch
-        with torch.no_grad():
-            idx = torch.arange(len(self.v), device=self.dev)
-            return self.model.proxies(idx, self._C()).cpu().numpy()
-
-    def fused(self) -> np.ndarray:
-        torch = self.torch
-        self.model.eval()
-        with torch.no_grad():
-            idx = torch.arange(len(self.v), device=self.dev)
-            f, _ = self.model.forward_full(self.v, self.t, self.model.proxies(idx, self._C()))
-        self.model.train()
-        return f.cpu().numpy()
+        state = self.checkpoint.load(dev)
+        if state is not None:
+            self.fit_.load(state)
+            self.resumed_from = self.fit_.epoch
 
     def fit(self, show_progress: bool, stop_after: int | None):
-        torch, mdp, cfg = self.torch, self.mdp, self.cfg
-        n = len(self.v)
+        fit, cfg = self.fit_, self.cfg
         with progress_bar(show_progress, unit="epochs") as bar:
-            task = bar.add_task("multidproxy", total=cfg.epochs, completed=self.epoch)
-            while self.epoch < cfg.epochs:
-                if stop_after is not None and self.epochs_this_call >= stop_after:
-                    return None
-                t0 = time.perf_counter()
-                e = self.epoch
-                a, b = mdp.alpha_schedule(e, cfg.epochs), mdp.beta_schedule(e, cfg.epochs)
-                C = self._C()
-                perm = torch.randperm(n, generator=self.gen).to(self.dev)
-                sums = {"loss": 0.0, "align": 0.0, "u": 0.0, "c": 0.0, "lambda": 0.0}
-                for i in range(0, n, cfg.batch):
-                    idx = perm[i:i + cfg.batch]
-                    w = self.model.proxies(idx, C)
-                    f, lam = self.model(self.v[idx], self.t, w, detach_gate=cfg.detach_gate)
-                    parts = mdp.losses(f, self.v[idx], w, C, self.model.base_proxies[idx],
-                                       cfg.sigma, cfg.proxy_align)
+            task = bar.add_task("multidproxy", total=cfg.epochs, completed=fit.epoch)
 
-                    loss = parts["align"] + a * parts["u"] + b * parts["c"]
-                    self.opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.opt.step()
-                    m = len(idx) / n
-                    sums["loss"] += loss.item() * m
-                    sums["lambda"] += lam.mean().item() * m
-                    for key in ("align", "u", "c"):
-                        sums[key] += parts[key].item() * m
-                for key, val in sums.items():
-                    self.curves[key].append(val)
-                self.curves["alpha"].append(a)
-                self.curves["beta"].append(b)
-                self.curves["candidates"].append(float(len(self.active)))
-                self.epoch += 1
+            def on_epoch(sums: dict) -> None:
                 self.epochs_this_call += 1
-                if self.epoch % cfg.refine_every == 0 and len(self.history) < len(self.sizes):
-                    keep = mdp.refine_candidates(self.all_proxies(), self.C_all[self.active],
-                                                 self.sizes[len(self.history)], cfg.k,
-                                                 seed=cfg.seed + self.epoch,
-                                                 score=cfg.candidate_score)
-                    self.active = self.active[keep]
-                    self.history.append(self.active.tolist())
-                self.train_seconds += time.perf_counter() - t0
-                if self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.epochs:
-                    self.checkpoint.save(self._state())
-                bar.update(task, completed=self.epoch, description=(
+                self.train_seconds += sums["seconds"]
+                if fit.epoch % cfg.checkpoint_every == 0 and fit.epoch < cfg.epochs:
+                    self.checkpoint.save(fit.state())
+                bar.update(task, completed=fit.epoch, description=(
                     f"multidproxy loss {sums['loss']:.4f} align {sums['align']:.3f} "
-                    f"u {sums['u']:.3f} c {sums['c']:.3f} |C| {len(self.active)}"))
-        return self.fused(), self.all_proxies()
+                    f"u {sums['u']:.3f} c {sums['c']:.3f} |C| {len(fit.active)}"))
+
+            if not fit.run(on_epoch, stop_after):
+                return None
+        return fit.fused(), fit.all_proxies()
 
 
 def _pick_restart(rows: list[dict]) -> dict:
@@ -315,7 +226,6 @@ def _pick_restart(rows: list[dict]) -> dict:
 def _grid_search(store, feats, C_all, prompt, star, cfg, dev, epochs, show_progress):
     """The paper's lr x weight-decay grid, chosen WITHOUT labels: the silhouette (cosine) of
     k-means on the fused features, a label-free measure of how well they separate into k."""
-    from .methods import multidproxy as mdp
 
     rows, best = [], None
     for lr in mdp.LR_GRID:

@@ -13,6 +13,7 @@ from mdclust.candidates import candidates
 from mdclust.candidates.wordnet import all_nouns
 from mdclust.errors import MdclustError
 from mdclust.methods import multidproxy as mdp
+from mdclust.methods import multidproxy_net as net
 from mdclust.store import Store
 from mdclust.train import TrainConfig, group_path, train
 
@@ -20,7 +21,7 @@ from mdclust.train import TrainConfig, group_path, train
 def test_module_shapes_gates_and_lambda_in_range():
     torch.manual_seed(0)
     d, n = 32, 10
-    model = mdp.MultiDProxy(n, d, np.ones(d) / np.sqrt(d), layers=2)
+    model = net.MultiDProxy(n, d, np.ones(d) / np.sqrt(d), layers=2)
     C = torch.nn.functional.normalize(torch.randn(7, d), dim=-1)
     idx = torch.arange(6)
     w = model.proxies(idx, C)
@@ -32,7 +33,7 @@ def test_module_shapes_gates_and_lambda_in_range():
         for g in layer.last_gates:
             assert g.shape[-1] == d and bool(((g >= 0) & (g <= 1)).all())
     assert float(model.tau.detach()) == pytest.approx(0.1)
-    full, _ = model.forward_full(torch.randn(6, d), C[0], w, chunk=4)
+    full = net.fused_features(model, torch.randn(6, d), C[0], C, np.arange(6), chunk=4)
     assert full.shape == (6, d)
 
 
@@ -50,6 +51,61 @@ def test_refinement_sizes_halve_to_m():
     assert mdp.initial_candidate_count(3) == 96
     assert mdp.refinement_sizes(96, 3, 5) == [48, 24, 12, 6, 3]
     assert mdp.refinement_sizes(20, 6, 5) == [10, 6, 6, 6, 6]
+
+
+def test_refinement_epochs_keep_r_and_train_the_final_set():
+    assert mdp.refinement_epochs(1000, 200, "end") == [200, 400, 600, 800, 1000]
+    assert mdp.refinement_epochs(1000, 200, "mid") == [100, 300, 500, 700, 900]
+    assert mdp.refinement_epochs(40, 8) == [4, 12, 20, 28, 36]
+
+
+def test_lc_sums_over_every_other_sample_in_the_batch():
+    """Eq. 7 by hand on a batch of three: L_c = 1/B sum_i log sum_{j != i} exp(f_i.w_j / s)."""
+    f = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])  # normalised inside
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    C = torch.eye(2)
+    base = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # one argmax group for all
+    fn = [np.array(r) / np.linalg.norm(r) for r in f.tolist()]
+    wn = [np.array(r) for r in w.tolist()]
+    s = 0.5
+    hand = np.mean([np.log(sum(np.exp(fn[i] @ wn[j] / s) for j in range(3) if j != i))
+                    for i in range(3)])
+    out = net.losses(f, f, w, C, base, sigma=s)
+    assert float(out["c"]) == pytest.approx(hand, abs=1e-6)
+    # the 0.1 reading (other argmax groups only) has no negatives here, so no signal at all
+    assert float(net.losses(f, f, w, C, base, sigma=s, negatives="groups")["c"]) == 0.0
+
+
+def test_identity_text_side_keeps_the_clip_geometry_at_start():
+    torch.manual_seed(0)
+    d = 16
+    C = torch.nn.functional.normalize(torch.randn(5, d), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(d), dim=0)
+    model = net.MultiDProxy(4, d, C[0].numpy(), text_side="identity")
+    T = model.text_tokens(t, C)
+    np.testing.assert_allclose(T.detach().numpy(), C.numpy(), atol=1e-6)  # t*_i = w_i
+    np.testing.assert_allclose((T @ T.T).detach().numpy(), (C @ C.T).numpy(), atol=1e-6)
+    scrambled = net.MultiDProxy(4, d, C[0].numpy(), text_side="linear").text_tokens(t, C)
+    cos = torch.nn.functional.normalize(scrambled.detach(), dim=-1)
+    assert float((cos @ cos.T - C @ C.T).abs().max()) > 0.1  # a random projection does not
+
+
+def test_reference_attention_equals_full_attention_for_small_sets():
+    torch.manual_seed(1)
+    d, n = 16, 12
+    v = torch.nn.functional.normalize(torch.randn(n, d), dim=-1)
+    C = torch.nn.functional.normalize(torch.randn(6, d), dim=-1)
+    model = net.MultiDProxy(n, d, C[0].numpy(), layers=2).eval()
+    with torch.no_grad():
+        model.base_proxies.add_(torch.randn(n, d))  # proxies that differ per image
+        w = model.proxies(torch.arange(n), C)
+        full, _ = model(v, C[0], w)  # every image attends over all n
+    chunked = net.fused_features(model, v, C[0], C, np.arange(n), chunk=5)
+    np.testing.assert_allclose(chunked, full.numpy(), atol=1e-5)
+    sampled = net.fused_features(model, v, C[0], C, mdp.reference_index(n, 6, 0), chunk=5)
+    assert np.abs(sampled - full.numpy()).max() > 1e-4  # 6 keys are not all 12
+    assert mdp.reference_index(n, 20, 0).tolist() == list(range(n))
+    assert len(set(mdp.reference_index(1000, 64, 3).tolist())) == 64
 
 
 def test_refine_candidates_keeps_the_aligned_words():
@@ -85,7 +141,10 @@ def test_training_halves_candidates_and_stores_everything(small_store):
     rounds = np.asarray(g["history_round"])
     assert [int((rounds == r).sum()) for r in range(1, 6)] == [48, 24, 12, 6, 3]
     assert g["fused"].shape == (40, 64) and g["proxies"].shape == (40, 64)
-    assert len(g["curve_loss"]) == 40 and g["curve_candidates"][-1] == 6
+    assert len(g["curve_loss"]) == 40
+    # halvings after epochs 4, 12, 20, 28, 36 (R/2, 3R/2, ...): the final 3 words train 4 epochs
+    sizes = np.asarray(g["curve_candidates"])
+    assert sizes[[0, 4, 12, 20, 28, 35, 36, 39]].tolist() == [96, 48, 24, 12, 6, 6, 3, 3]
     assert g.attrs["params"]["epochs"] == 40
     assert not any(small_store.path.parent.glob("*.checkpoints/*.pt"))
 
@@ -211,3 +270,23 @@ def test_bad_input(small_store, tmp_path):
     candidates(empty, "thing", source="wordnet", encode=False)
     with pytest.raises(MdclustError, match="holds no image features"):
         train(empty, "thing", config=cfg(), device="cpu")
+
+
+def test_cli_defaults_are_the_config_defaults_and_preset_paper_is_literal(small_store):
+    from dataclasses import asdict
+
+    from mdclust.methods.multidproxy import PAPER, MultiDProxyConfig
+
+    base = ["train", "--interest", "thing", "--k", "3", "--epochs", "8", "--refine-every", "4",
+            "--batch", "16", "--device", "cpu", "--store", str(small_store.path), "--quiet"]
+    for extra, expected in (([], {}), (["--preset", "paper"], PAPER),
+                            (["--preset", "paper", "--lr", "0.05"], {**PAPER, "lr": 0.05})):
+        out = subprocess.run([MDCLUST, *base, *extra], capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        params = small_store.attrs(group_path("thing", "multidproxy"))["params"]
+        want = asdict(MultiDProxyConfig(k=3, epochs=8, refine_every=4, batch=16, **expected))
+        assert {f: params[f] for f in want} == want
+    bad = subprocess.run([MDCLUST, *base, "--preset", "literal"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--preset must be one of recommended, paper" in bad.stderr

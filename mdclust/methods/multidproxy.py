@@ -1,25 +1,83 @@
 """Multi-DProxy (shared/papers/000, 001): interest-specific proxies, gated cross-modal fusion,
 dual-constraint optimisation and dynamic candidate management, on cached CLIP features.
 
-Notation follows the paper: v_i image features, t the prompt feature, w'_i base proxies,
-c_k candidate embeddings, w_i = sum_k alpha_ik c_k proxies, F fused features.
-docs/methods/multidproxy.md lists every choice the paper leaves open.
+This module holds what needs no torch (settings, schedules, candidate management); the network,
+losses and the training loop on arrays are in multidproxy_net.py, and mdclust/train.py adds the
+store, checkpoints and restarts. docs/methods/multidproxy.md lists every choice the paper leaves
+open and the measurement behind it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 EPOCHS, REFINE_EVERY = 1000, 200  # E, R
 TAU_ALPHA, SIGMA, TAU_INIT = 0.2, 0.2, 0.1
 LR, WEIGHT_DECAY, LAYERS, BATCH = 1e-3, 0.0, 1, 256
 LR_GRID = (1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4)
 WD_GRID = (5e-4, 1e-4, 5e-5, 1e-5, 0.0)
+REFERENCE = 4096  # images whose tokens every image attends over in the feature pass
+TEXT_SIDES = ("identity", "proxy", "linear")
+NEGATIVES = ("batch", "groups", "infonce")
+REFINE_TIMINGS = ("mid", "end")
+FUSE_ON = ("layernorm", "unit")
+PROXY_INITS = ("star", "image")
+
+
+@dataclass
+class MultiDProxyConfig:
+    """Every setting of a Multi-DProxy run; the defaults are the recommended configuration.
+
+    From the paper (shared/papers/001): E = 1000, R = 200, tau_alpha = sigma = 0.2, tau init
+    0.1, Adam with beta1 = 0.9, lr from its grid (LR_GRID: 1e-2 chosen on the dev sets), weight
+    decay 0 (in WD_GRID). The fields after ``checkpoint_every`` read points the paper leaves
+    open, or are not in the paper at all (marked); ``PAPER`` holds the literal reading. Each
+    choice and the dev-set measurement behind it: docs/methods/multidproxy.md."""
+
+    k: int
+    epochs: int = EPOCHS
+    refine_every: int = REFINE_EVERY
+    lr: float = 1e-2
+    weight_decay: float = WEIGHT_DECAY
+    layers: int = LAYERS
+    tau_alpha: float = TAU_ALPHA
+    sigma: float = SIGMA
+    batch: int = BATCH
+    seed: int = 0
+    object_word: str = "object"
+    candidate_template: str = "{}"
+    checkpoint_every: int = 50
+    text_side: str = "identity"  # t*_i = [t; w_i] projected by [0 | I] at the start
+    negatives: str = "infonce"  # L_c with the own proxy as positive (not in the paper)
+    refine_timing: str = "mid"  # halvings at R/2, 3R/2, ...: the final set is trained on
+    fuse: str = "layernorm"  # Eq. 4 mixes the LayerNorm outputs, as written
+    proxy_align: bool = True  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
+    candidate_score: str = "max"  # refinement: best cosine to a centroid (paper: mean)
+    detach_gate: bool = True  # no loss trains lambda (not in the paper)
+    proxy_init: str = "star"  # w'_i = f_t("*") (paper) or "image": v_i
+    u_weight: float = 0.1  # factor on alpha(t), the weight of L_u (paper: 1)
+    restarts: int = 1  # seeds seed .. seed + restarts - 1, one kept (train._pick_restart)
+    reference: int = REFERENCE  # images attended over for the stored features
+
+
+# The paper read literally (Algorithm 1, Eq. 1-8), for comparison with the recommended
+# defaults above (docs/methods/multidproxy.md: `--preset paper`).
+PAPER = {"text_side": "linear", "negatives": "batch", "refine_timing": "end", "fuse": "layernorm",
+         "proxy_align": False, "candidate_score": "mean", "detach_gate": False, "lr": LR,
+         "u_weight": 1.0, "proxy_init": "star"}  # lr: 0.1's default, in the paper's grid
+PRESETS = {"recommended": {}, "paper": PAPER}
+
+
+def config_for(k: int, preset: str = "recommended", **given) -> MultiDProxyConfig:
+    """A configuration: the preset's values, then every setting given explicitly."""
+    if preset not in PRESETS:
+        from ..errors import MdclustError
+
+        raise MdclustError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    return MultiDProxyConfig(k=k, **{**PRESETS[preset], **given})
 
 
 def alpha_schedule(t: float, epochs: int) -> float:
@@ -47,120 +105,14 @@ def refinement_sizes(n_start: int, k: int, rounds: int) -> list[int]:
     return sizes
 
 
-def _heads(d: int) -> int:
-    return next(h for h in (8, 4, 2, 1) if d % h == 0 and d // h >= 8) if d >= 8 else 1
-
-
-class GatedFusionLayer(nn.Module):
-    """Eq. (1)-(3) on the set of samples: V = {v_i} and T = {t*_i} are sequences (one token per
-    image), so every image attends over the proxies of the other images and every proxy over the
-    images; sigmoid-gated residuals on [X; X_attn]; then LayerNorm(X + FFN(X))."""
-
-    def __init__(self, d: int, heads: int | None = None, ffn_mult: int = 2):
-        super().__init__()
-        heads = heads or _heads(d)
-        self.attn_v = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.attn_t = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.gate_v = nn.Linear(2 * d, d)
-        self.gate_t = nn.Linear(2 * d, d)
-        self.ffn_v = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(),
-                                   nn.Linear(ffn_mult * d, d))
-        self.ffn_t = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(),
-                                   nn.Linear(ffn_mult * d, d))
-        self.norm_v = nn.LayerNorm(d)
-        self.norm_t = nn.LayerNorm(d)
-        self.last_gates: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, V: torch.Tensor, T: torch.Tensor, V_keys: torch.Tensor | None = None,
-                T_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """V, T: (n, d) queries; V_keys, T_keys: the set attended over (default: V, T)."""
-        V_keys = V if V_keys is None else V_keys
-        T_keys = T if T_keys is None else T_keys
-        V_attn, _ = self.attn_v(V[None], T_keys[None], T_keys[None], need_weights=False)
-        T_attn, _ = self.attn_t(T[None], V_keys[None], V_keys[None], need_weights=False)
-        V_attn, T_attn = V_attn[0], T_attn[0]
-        g_v = torch.sigmoid(self.gate_v(torch.cat([V, V_attn], dim=-1)))
-        g_t = torch.sigmoid(self.gate_t(torch.cat([T, T_attn], dim=-1)))
-        self.last_gates = (g_v.detach(), g_t.detach())
-        V = V + g_v * V_attn
-        T = T + g_t * T_attn
-        return self.norm_v(V + self.ffn_v(V)), self.norm_t(T + self.ffn_t(T))
-
-
-class MultiDProxy(nn.Module):
-    """Text token t*_i = P[t; w_i] (the prompt feature and the proxy, projected to d); L fusion
-    layers over the set; lambda = sigmoid(mean_i cos(T^L_i, V^L_i) / tau), one weight for the
-    set, tau learnable (init 0.1); F_i = lambda T^L_i + (1 - lambda) V^L_i on unit vectors
-    (Eq. 4)."""
-
-    def __init__(self, n_images: int, d: int, base_proxy: np.ndarray, layers: int = LAYERS,
-                 tau_alpha: float = TAU_ALPHA, tau_init: float = TAU_INIT):
-        super().__init__()
-        init = torch.as_tensor(base_proxy, dtype=torch.float32).reshape(1, d)
-        self.base_proxies = nn.Parameter(init.repeat(n_images, 1))  # w'_i = f_t("*")
-        self.text_in = nn.Linear(2 * d, d)
-        self.layers = nn.ModuleList(GatedFusionLayer(d) for _ in range(layers))
-        self.log_tau = nn.Parameter(torch.tensor(math.log(tau_init)))
-        self.tau_alpha = tau_alpha
-
-    @property
-    def tau(self) -> torch.Tensor:
-        return self.log_tau.exp()  # kept positive
-
-    def proxies(self, idx: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """Eq. (5): w_i = sum_k softmax_k(w'_i . c_k / tau_alpha) c_k."""
-        alpha = torch.softmax(self.base_proxies[idx] @ C.T / self.tau_alpha, dim=-1)
-        return alpha @ C
-
-    def _fuse(self, V_L: torch.Tensor, T_L: torch.Tensor, detach_gate: bool = False):
-        # <T^L, V^L> is the inner product of the two sets (matrices), so lambda is one weight
-        # for the set; dividing by its size keeps it independent of the batch size.
-        V_L, T_L = F.normalize(V_L, dim=-1), F.normalize(T_L, dim=-1)
-        agree = (T_L * V_L).sum(-1, keepdim=True).mean()
-        lam = torch.sigmoid(agree / self.tau).expand(len(V_L), 1)
-        if detach_gate:  # lambda measures agreement; the losses do not steer it
-            lam = lam.detach()
-        return lam * T_L + (1 - lam) * V_L, lam
-
-    def forward(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
-                detach_gate: bool = False):
-        V = v
-        T = self.text_in(torch.cat([t.expand_as(w), w], dim=-1))
-        for layer in self.layers:
-            V, T = layer(V, T)
-        return self._fuse(V, T, detach_gate)
-
-    @torch.no_grad()
-    def forward_full(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
-                     chunk: int = 2048):
-        """The same map with the whole collection as the attended set (inference)."""
-        V = v
-        T = self.text_in(torch.cat([t.expand_as(w), w], dim=-1))
-        for layer in self.layers:
-            parts = [layer(V[i:i + chunk], T[i:i + chunk], V, T) for i in range(0, len(V), chunk)]
-            V = torch.cat([p[0] for p in parts])
-            T = torch.cat([p[1] for p in parts])
-        return self._fuse(V, T)
-
-
-def losses(f: torch.Tensor, v: torch.Tensor, w: torch.Tensor, C: torch.Tensor,
-           base: torch.Tensor, sigma: float = SIGMA,
-           proxy_align: bool = False) -> dict[str, torch.Tensor]:
-    """L_align = mean(1 - cos(f_i, v_i)) (+ mean(1 - cos(w_i, v_i)) with ``proxy_align``);
-    L_u = mean ||w_i - c_bar||^2 (Eq. 6); L_c = mean_i log sum_j exp(f_i . w_j / sigma) over
-    the proxies w_j of batch samples in another concept group than i (Eq. 7), f unit-norm.
-    A sample's concept group is the candidate its base proxy weights most (argmax alpha)."""
-    align = (1 - F.cosine_similarity(f, v, dim=-1)).mean()
-    if proxy_align:
-        align = align + (1 - F.cosine_similarity(w, v, dim=-1)).mean()
-    u = ((w - C.mean(0, keepdim=True)) ** 2).sum(-1).mean()
-    logits = F.normalize(f, dim=-1) @ w.T / sigma
-    group = (base @ C.T).argmax(-1)
-    same = group[:, None] == group[None, :]
-    lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
-    has_neg = torch.isfinite(lse)
-    c = lse[has_neg].mean() if bool(has_neg.any()) else logits.sum() * 0
-    return {"align": align, "u": u, "c": c}
+def refinement_epochs(epochs: int, refine_every: int, timing: str = "mid") -> list[int]:
+    """Epoch counts after which the candidates are halved: beta = E // R times. "end" is
+    Algorithm 1 read literally (t mod R = 0, the last one at t = E, so the final M words are
+    never trained on); "mid" keeps the interval R and the count but moves every halving R/2
+    earlier, so the final set is trained for R/2 epochs."""
+    rounds = epochs // refine_every
+    shift = refine_every // 2 if timing == "mid" else 0
+    return [max(1, r * refine_every - shift) for r in range(1, rounds + 1)]
 
 
 def refine_candidates(proxies: np.ndarray, C: np.ndarray, keep: int, k: int, seed: int = 0,
@@ -175,5 +127,17 @@ def refine_candidates(proxies: np.ndarray, C: np.ndarray, keep: int, k: int, see
     mu = mu / np.linalg.norm(mu, axis=1, keepdims=True).clip(min=1e-12)
     Cn = C / np.linalg.norm(C, axis=1, keepdims=True).clip(min=1e-12)
     sims = Cn @ mu.T
-    scores = sims.max(1) if score == "max" else sims.mean(1)
+    if score == "max":
+        scores = sims.max(1)
+    elif score == "specific":  # close to one centroid, not to all: hub words score low
+        scores = sims.max(1) - sims.mean(1)
+    else:
+        scores = sims.mean(1)
     return np.sort(np.argsort(-scores, kind="stable")[:keep])
+
+
+def reference_index(n: int, size: int, seed: int) -> np.ndarray:
+    """A fixed, seeded set of at most ``size`` images (sorted indices; all when n <= size)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
