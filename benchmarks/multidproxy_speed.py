@@ -93,6 +93,12 @@ def feature_pass(n: int, d: int, k: int, reference: int) -> dict:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def _in_subprocess(n: int, d: int, k: int, reference: int) -> dict:
     import json
     import subprocess
@@ -131,7 +137,7 @@ def main() -> None:
             full = last["seconds"] * (n / last["n"]) ** 2
             print(f"reference {r['reference']:,} keys: n={n:>9,}  {r['seconds']:8.2f} s  "
                   f"peak RSS {r['peak_rss_gb']:.2f} GB  (all-N keys, O(N^2) from n="
-                  f"{last['n']:,}: ~{full / 3600:.1f} h; ratio {full / r['seconds']:.0f}x)")
+                  f"{last['n']:,}: ~{_duration(full)}; ratio {full / r['seconds']:.0f}x)")
         return
 
     import torch

@@ -53,7 +53,7 @@ CONFIGS = {
     "R-batch": {**R, "negatives": "batch"},
     "R-groups": {**R, "negatives": "groups"},
     "R-image": {**R, "proxy_init": "image"},
-    "F": {**R, "u_weight": 0.1, "fuse": "layernorm"},
+    "F": {**R, "u_weight": 0.1, "fuse": "layernorm"},  # F-nodetach = the recommended defaults
     "F-nodetach": {**R, "u_weight": 0.1, "fuse": "layernorm", "detach_gate": False},
     "F-unit": {**R, "u_weight": 0.1},
     "F-u1": {**R, "fuse": "layernorm", "u_weight": 1.0},
@@ -176,9 +176,28 @@ def run_one(job: tuple) -> dict:
     prox = scores(truth, kmeans(fit.all_proxies(), cfg.k, seed=0))["nmi"]
     kept = [str(words[i]) for i in fit.active]
     return {"set": Path(path).parent.name, "aspect": aspect, "config": name, "seed": seed,
+            "epochs": epochs,
             "nmi": float(np.mean(nmi)), "proxy_nmi": prox, "lambda": fit.curves["lambda"][-1],
             "precision": sum(w in present for w in kept) / len(kept), "kept": kept,
             "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def table(files: list[Path]) -> str:
+    """A markdown table of saved rows: mean NMI per configuration and aspect (sets x seeds),
+    the lowest run, and the share of refined words that are values present."""
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
+    aspects = sorted({r["aspect"] for r in rows})
+    out = ["| configuration | epochs | runs | " + " | ".join(aspects) +
+           " | mean | lowest | words right |", "|---" * (len(aspects) + 6) + "|"]
+    keys = list(dict.fromkeys((r["config"], r.get("epochs", 0)) for r in rows))
+    for name, epochs in keys:
+        sel = [r for r in rows if r["config"] == name and r.get("epochs", 0) == epochs]
+        cells = [f"{np.mean([r['nmi'] for r in sel if r['aspect'] == a]):.3f}" for a in aspects]
+        nmi = [r["nmi"] for r in sel]
+        out.append(f"| {name} | {epochs} | {len(sel)} | " + " | ".join(cells) +
+                   f" | {np.mean(nmi):.3f} | {np.min(nmi):.3f} | "
+                   f"{np.mean([r['precision'] for r in sel]):.2f} |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -193,7 +212,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/mdclust-mdp-study"))
     ap.add_argument("--out", type=Path, help="append result rows (JSON lines) here")
+    ap.add_argument("--table", type=Path, nargs="+", help="print the table of saved rows")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     folders = [prepare(s, args.n, args.workdir) for s in DEV_SEEDS]
     jobs = [(str(f / f"{a}.npz"), c, s, args.epochs) for c in args.configs for f in folders
             for a in (args.aspects or [p.stem for p in sorted(f.glob("*.npz"))])

@@ -347,7 +347,7 @@ def train_cmd(
                                                   "[max]."),
     detach_gate: Optional[bool] = typer.Option(None, "--detach-gate/--no-detach-gate",
                                                help="multidproxy: no loss trains the modality "
-                                                    "weight lambda; not in the paper [on]."),
+                                                    "weight lambda; not in the paper [off]."),
     u_weight: Optional[float] = typer.Option(None, help="multidproxy: factor on alpha(t), the "
                                                         "weight of L_u (1 = paper) [0.1]."),
     reference: Optional[int] = typer.Option(None, help="multidproxy: images every image "

@@ -58,6 +58,8 @@ def test_quick_run_scores_every_method_on_every_aspect(tmp_path):
     # the interest steers: on colour, the best language-assisted method beats k-means clearly
     best = max(cl[f"color|{m}"]["nmi"][0] for m in ("zeroshot", "gradnorm", "tac", "sic"))
     assert best > cl["color|kmeans"]["nmi"][0] + 0.3
+    # and Multi-DProxy with its defaults follows it too (0.1's configuration did not)
+    assert cl["color|multidproxy"]["nmi"][0] > cl["color|kmeans"]["nmi"][0] + 0.3
     words = report["summary"]["words"]
     assert words["color|gradnorm|candidate list"]["present"] == 6
     assert report["meta"]["split"] == "test" and report["meta"]["seeds"] == list(q.QUICK_SEEDS)

@@ -56,7 +56,7 @@ class MultiDProxyConfig:
     fuse: str = "layernorm"  # Eq. 4 mixes the LayerNorm outputs, as written
     proxy_align: bool = True  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
     candidate_score: str = "max"  # refinement: best cosine to a centroid (paper: mean)
-    detach_gate: bool = True  # no loss trains lambda (not in the paper)
+    detach_gate: bool = False  # True: no loss trains lambda (not in the paper)
     proxy_init: str = "star"  # w'_i = f_t("*") (paper) or "image": v_i
     u_weight: float = 0.1  # factor on alpha(t), the weight of L_u (paper: 1)
     restarts: int = 1  # seeds seed .. seed + restarts - 1, one kept (train._pick_restart)
