@@ -67,6 +67,7 @@ def cluster(store: Store, interest: str | None = None, *, method: str = "kmeans"
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
+    store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
     k = resolve_k(store, interest, k, n)

@@ -169,6 +169,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         raise MdclustError("--views must be 0 or more")
     augment = views_mod.parse_augment(augment) if isinstance(augment, str) else tuple(augment)
     store.validate()
+    store.check_writable()  # before the work, not at commit
     spec = model_spec(model, pretrained)
     known = _known_state(store, spec.key)
     if known.root and Path(known.root) != root:

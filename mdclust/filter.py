@@ -61,6 +61,7 @@ def filter_nouns(store: Store, interest: str, *, method: str = "gradnorm",
     if beta < 1 or epochs < 1 or batch < 1 or lr <= 0 or tau <= 0:
         raise MdclustError("--beta, --epochs and --batch must be >= 1; --lr and --tau > 0")
     store.validate()
+    store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
     if pool == "candidates":

@@ -13,6 +13,9 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import stat
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,6 +32,9 @@ SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {}
 SCHEMA_ATTR = "mdclust_schema"
 DEFAULT_STORE = "mdclust.h5"
+LOCK_TIMEOUT_ENV = "MDCLUST_LOCK_TIMEOUT"
+LOCK_TIMEOUT = 600.0  # seconds a command waits for another one's lock before giving up
+LOCK_NOTE_AFTER = 1.0  # seconds before saying who holds the lock
 _JSON_PREFIX = "json:"
 
 
@@ -273,15 +279,66 @@ class Store:
         """Where long-running stages commit batches between store rewrites."""
         return self.path.with_name(self.path.name + ".journal")
 
+    def check_writable(self) -> None:
+        """Fail now, with one line, if this store cannot be written: stages call it before
+        their long work instead of finding out at commit."""
+        folder = self.path.parent
+        if not folder.is_dir():
+            return  # made on the first write; stages that need an existing store say so
+        try:
+            with open(self.lock_path, "a"):
+                pass
+        except OSError as exc:
+            raise MdclustError(f"cannot write the store {self.path}: {exc.strerror or exc} "
+                               f"({folder}); choose another --store") from exc
+        if self.path.exists() and not self.path.stat().st_mode & 0o222:
+            raise MdclustError(f"the store {self.path} is read-only (mode "
+                               f"{stat.S_IMODE(self.path.stat().st_mode):o}); make it writable "
+                               "(chmod u+w) to change it, or copy it")
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        """The store's exclusive lock. A held lock is waited for (after a second, stderr says
+        which process holds it) for at most $MDCLUST_LOCK_TIMEOUT seconds (600), then exit 2."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MdclustError(f"cannot create the store's folder {self.path.parent}: "
+                               f"{exc.strerror or exc}") from exc
+        self.check_writable()
+        timeout = _lock_timeout()
+        with open(self.lock_path, "a+") as fh:
+            start, noted = time.monotonic(), False
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - start
+                    if waited >= timeout:
+                        raise MdclustError(
+                            f"the store {self.path} is locked by {self._holder()}; gave up "
+                            f"after {waited:.0f} s (${LOCK_TIMEOUT_ENV} sets the wait)") from None
+                    if not noted and waited >= LOCK_NOTE_AFTER:
+                        sys.stderr.write(f"mdclust: waiting for the lock on {self.path} held "
+                                         f"by {self._holder()}\n")
+                        noted = True
+                    time.sleep(0.05)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _holder(self) -> str:
+        try:
+            pid = self.lock_path.read_text().strip()
+        except OSError:
+            pid = ""
+        return f"PID {pid}" if pid.isdigit() else "another mdclust command"
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -301,11 +358,30 @@ class Store:
             try:
                 with h5py.File(tmp, "w") as dst:
                     txn._write(dst)
+                if src is not None:
+                    _copy_owner_and_mode(self.path, tmp)
                 _fsync_file(tmp)
                 os.replace(tmp, self.path)
                 _fsync_dir(self.path.parent)
             finally:
                 tmp.unlink(missing_ok=True)
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return float(raw) if raw else LOCK_TIMEOUT
+    except ValueError:
+        raise MdclustError(f"${LOCK_TIMEOUT_ENV} must be a number of seconds, not {raw!r}") \
+            from None
+
+
+def _copy_owner_and_mode(old: Path, new: Path) -> None:
+    """The rewritten file keeps the old one's permissions (a private store stays private)."""
+    st = old.stat()
+    with contextlib.suppress(PermissionError):  # only root may give a file away
+        os.chown(new, st.st_uid, st.st_gid)
+    os.chmod(new, stat.S_IMODE(st.st_mode))
 
 
 def _fsync_file(path: Path) -> None:

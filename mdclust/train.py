@@ -106,6 +106,7 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
     t0 = time.perf_counter()
     interest = validate_interest(interest)
     store.validate()
+    store.check_writable()  # before the work, not at commit
     words = load_candidates(store, interest)
     feats = load_image_features(store, model)
     k = k or (config.k if config else None) or store.attrs(

@@ -144,6 +144,7 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, devic
 
     t0 = time.perf_counter()
     store.validate()
+    store.check_writable()  # before the work, not at commit
     if interest is not None:
         from .candidates import validate_interest
 

@@ -101,6 +101,7 @@ def candidates(store: Store, interest: str, *, k: int | None = None, n: int | No
         raise MdclustError("--timeout must be > 0, --retries >= 0, --rounds >= 1")
     n_req = None if kind == "wordnet-all" else (n or default_n(k) if kind != "file" else n)
     store.validate()
+    store.check_writable()  # before the work, not at commit
     request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
                "file": str(Path(from_file).resolve()) if from_file else ""}
 

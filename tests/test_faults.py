@@ -1,0 +1,119 @@
+"""The standing fault suite: hostile conditions a real user meets, each asserting the exit code,
+a one-line error on stderr and that the store afterwards equals the store before."""
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MDCLUST, TINY, embedded_store, write_images
+
+from mdclust.errors import MdclustError
+from mdclust.store import Store
+
+
+def run(*args, env=None, **kw):
+    return subprocess.run([MDCLUST, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})}, **kw)
+
+
+def error_line(res) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mdclust: error: "), res.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def small(tmp_path):
+    return embedded_store(tmp_path, 12)
+
+
+def test_rewrites_keep_the_store_private(small):
+    os.chmod(small.path, 0o600)
+    res = run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert small.read_group("clusterings/kmeans") is not None
+    assert stat.S_IMODE(small.path.stat().st_mode) == 0o600  # was 644 after every rewrite
+
+
+def test_a_read_only_store_is_refused_not_rewritten(small):
+    os.chmod(small.path, 0o444)
+    before = small.path.read_bytes()
+    res = run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path)
+    assert res.returncode == 2
+    assert "is read-only (mode 444)" in error_line(res)
+    assert small.path.read_bytes() == before
+    assert stat.S_IMODE(small.path.stat().st_mode) == 0o444
+
+
+def test_a_held_lock_is_named_and_given_up_on(small):
+    before = small.path.read_bytes()
+    with small.lock():
+        t0 = time.monotonic()
+        res = run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path,
+                  env={"MDCLUST_LOCK_TIMEOUT": "3"})
+        waited = time.monotonic() - t0
+    assert res.returncode == 2 and 3 <= waited < 60
+    note, err = res.stderr.strip().splitlines()
+    assert note == f"mdclust: waiting for the lock on {small.path} held by PID {os.getpid()}"
+    assert err.startswith("mdclust: error: the store") and "gave up after 3 s" in err
+    assert small.path.read_bytes() == before
+    bad = run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path,
+              env={"MDCLUST_LOCK_TIMEOUT": "soon"})
+    assert bad.returncode == 2 and "MDCLUST_LOCK_TIMEOUT must be a number" in error_line(bad)
+
+
+def test_a_lock_released_in_time_lets_the_command_finish(small):
+    holder = subprocess.Popen([os.sys.executable, "-c",
+                               "import sys, time; from mdclust.store import Store; "
+                               f"l = Store({str(small.path)!r}).lock(); l.__enter__(); "
+                               "print('held', flush=True); time.sleep(8)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    res = run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path)
+    holder.wait()
+    assert res.returncode == 0, res.stderr
+    assert "waiting for the lock" in res.stderr and "held by PID" in res.stderr
+
+
+def _immutable(folder: Path, on: bool) -> bool:
+    """A folder nobody, root included, may write in (chattr +i; ext4/xfs), if the system lets
+    us make one: root ignores mode bits, so chmod 555 proves nothing in CI."""
+    res = subprocess.run(["chattr", "+i" if on else "-i", str(folder)], capture_output=True)
+    return res.returncode == 0
+
+
+def test_a_read_only_folder_fails_before_any_encoding(tmp_path):
+    images = tmp_path / "imgs"
+    write_images(images, 30, size=(24, 24))
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        os.chmod(folder, 0o555)
+    elif not _immutable(folder, True):
+        pytest.skip("cannot make a read-only folder here (chattr +i failed)")
+    try:
+        t0 = time.monotonic()
+        res = run("embed", images, "--model", TINY, "--pretrained", "random",
+                  "--store", folder / "s.h5")
+        assert res.returncode == 2
+        assert "cannot write the store" in error_line(res)
+        assert time.monotonic() - t0 < 30 and list(folder.iterdir()) == []
+    finally:
+        _immutable(folder, False)
+        os.chmod(folder, 0o755)
+
+
+def test_check_writable_is_quiet_for_a_new_store_in_a_new_folder(tmp_path):
+    st = Store(tmp_path / "new" / "deeper" / "s.h5")
+    st.check_writable()  # nothing to check yet: the first write creates the folder
+    assert not (tmp_path / "new").exists()
+    with st.transaction() as txn:
+        txn.put_group("x", {"a": [1]})
+    assert st.read_group("x") is not None
+    os.chmod(st.path, 0o400)
+    with pytest.raises(MdclustError, match="read-only"):
+        with st.transaction() as txn:
+            txn.put_group("y", {"a": [1]})
