@@ -467,16 +467,32 @@ def export_cmd(
     interest: Optional[str] = InterestOpt,
     method: str = typer.Option("kmeans", help="The clustering to export."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file [default: stdout]."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Write a clustering as CSV: path,cluster (and name, for zeroshot)."""
+    """Write a clustering as CSV: path,cluster (and name, for zeroshot). With --json: one
+    object {method, interest, n, out, rows: [{path, cluster[, name]}]} (rows empty with --out).
+    A clustering made before the images changed is written as stored, with a warning."""
+    import csv
+    import io
+
     from .evaluate import export_csv
 
-    text = export_csv(_store(store), interest, method=method)
-    if out is None:
+    def warn(message: str) -> None:
+        if not quiet:
+            typer.echo(f"mdclust: warning: {message}", err=True)
+
+    text = export_csv(_store(store), interest, method=method, warn=warn)
+    if out is not None:
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            _fail(f"cannot write {out}: {exc.strerror or exc}", 2)
+    if as_json:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        _emit_json({"method": method, "interest": interest, "n": len(rows),
+                    "out": str(out) if out else None, "rows": [] if out else rows})
+    elif out is None:
         sys.stdout.write(text)
-    else:
-        out.write_text(text)
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Generate synthetic image sets.")
@@ -494,7 +510,7 @@ def datasets_shapes(
     values: Optional[str] = typer.Option(
         None, help="Values per aspect drawn from its vocabulary, e.g. 'color=6,shape=all' "
                    "[default: color=6,shape=6,background=5,count=4,texture=4]."),
-    as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """One to four coloured objects on a patterned background: aspects color, shape,
     background, count and texture, each a random subset of a larger vocabulary."""
@@ -514,8 +530,10 @@ def datasets_shapes(
 
 @app.command()
 @_command
-def models(as_json: bool = JsonOpt) -> None:
-    """List the open_clip model names that --model accepts (bundled configs included)."""
+def models(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
+           quiet: bool = QuietOpt) -> None:
+    """List the open_clip model names that --model accepts (bundled configs included).
+    (--store is accepted like everywhere, and not used.)"""
     from .encoders import register_configs
 
     register_configs()
@@ -529,7 +547,26 @@ def models(as_json: bool = JsonOpt) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; usage errors (unknown option, bad value) become one line and exit 2."""
+    try:  # typer 0.2x carries its own copy of click
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click import exceptions as click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # `mdclust` or a group alone: the help, as before
+        sys.exit(2)
+    except click.ClickException as exc:
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "mdclust"
+        typer.echo(f"mdclust: error: {' '.join(exc.format_message().split())} "
+                   f"(see `{where} --help`)", err=True)
+        sys.exit(2)
+    except click.Abort:
+        typer.echo("mdclust: error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

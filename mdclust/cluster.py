@@ -119,6 +119,10 @@ def cluster(store: Store, interest: str | None = None, *, method: str = "kmeans"
 
 
 def read_clustering(store: Store, interest: str | None, method: str):
+    from .methods import METHODS
+
+    if method not in METHODS:
+        raise MdclustError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     g = store.read_group(group_path(interest, method))
     if g is None:
         where = f"interest {interest!r}" if interest else "the store (no interest)"

@@ -83,10 +83,28 @@ def evaluate(store: Store, interest: str | None = None, *, method: str = "kmeans
     return out
 
 
-def export_csv(store: Store, interest: str | None = None, *, method: str = "kmeans") -> str:
+def _stale(store: Store, group) -> str:
+    """Why a clustering no longer covers the store's images ("" when it does)."""
+    g = store.read_group("images")
+    now = set(g["path"]) if g is not None else set()
+    rows = list(group["path"])
+    missing = len(now - set(rows))
+    if not missing and len(now) == len(rows):
+        return ""
+    return (f"this clustering has {len(rows)} rows but the store now holds {len(now)} images "
+            f"({missing} not in it); run `mdclust cluster` again for a current one")
+
+
+def export_csv(store: Store, interest: str | None = None, *, method: str = "kmeans",
+               warn=None) -> str:
+    """The clustering as CSV text; ``warn(message)`` is called when it is stale (made before
+    the images changed): the rows are still written, as stored."""
     if interest is not None:
         interest = validate_interest(interest)
     group = read_clustering(store, interest, method)
+    stale = _stale(store, group)
+    if stale and warn is not None:
+        warn(stale)
     names = group.get("cluster_name")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -94,6 +94,8 @@ def train(store: Store, interest: str | None, *, method: str = "multidproxy", k:
           show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train and store fused features. ``stop_after`` ends the run early after that many epochs
     of this call (leaving the checkpoint), which is how tests interrupt a run."""
+    if k is not None and k < 2:  # 0 is a value given, not "use the candidates' k"
+        raise MdclustError("--k must be at least 2")
     if method not in TRAINED_METHODS:
         raise MdclustError(f"unknown training method {method!r}: use {', '.join(TRAINED_METHODS)}")
     if method == "pipcdr":

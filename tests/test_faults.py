@@ -117,3 +117,57 @@ def test_check_writable_is_quiet_for_a_new_store_in_a_new_folder(tmp_path):
     with pytest.raises(MdclustError, match="read-only"):
         with st.transaction() as txn:
             txn.put_group("y", {"a": [1]})
+
+
+def test_usage_errors_are_one_line_with_exit_2(small):
+    for args, text in ((["cluster", "--bogus"], "No such option: --bogus"),
+                       (["cluster", "--k", "abc"], "Invalid value for '--k'"),
+                       (["datasets", "shapes"], "Missing argument")):
+        res = run(*args, "--store", small.path)
+        assert res.returncode == 2 and res.stdout == ""
+        assert text in error_line(res) and "--help`)" in error_line(res)
+    assert run("--help").returncode == 0 and run("cluster", "--help").returncode == 0
+
+
+def test_k_zero_and_k_above_the_images_are_refused(small, tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("red\ngreen\nblue\n")
+    res = run("candidates", "--interest", "color", "--from-file", words, "--k", "500",
+              "--store", small.path)
+    assert res.returncode == 2 and "--k 500 is more than the number of images (12)" in \
+        error_line(res)
+    assert small.read_group("interests/color/candidates") is None
+    run("candidates", "--interest", "color", "--from-file", words, "--k", "2",
+        "--store", small.path)
+    before = small.path.read_bytes()
+    res = run("train", "--interest", "color", "--k", "0", "--store", small.path)
+    assert res.returncode == 2 and "--k must be at least 2" in error_line(res)
+    assert small.path.read_bytes() == before
+
+
+def test_eval_and_export_name_real_methods_and_export_warns_when_stale(small, tmp_path):
+    res = run("eval", "--method", "foo", "--store", small.path)
+    assert res.returncode == 2
+    assert "unknown method 'foo'; one of kmeans, zeroshot" in error_line(res)
+    assert run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path).returncode == 0
+    ok = run("export", "--method", "kmeans", "--store", small.path, "--json")
+    data = __import__("json").loads(ok.stdout)
+    assert ok.returncode == 0 and ok.stderr == "" and data["n"] == 12 == len(data["rows"])
+    more = tmp_path / "more"
+    write_images(more, 3, seed=5, size=(24, 24), prefix="new")
+    for p in more.rglob("*.png"):
+        p.rename(tmp_path / "imgs" / p.name)
+    assert run("embed", tmp_path / "imgs", "--model", TINY, "--pretrained", "random",
+               "--store", small.path, "--quiet").returncode == 0
+    stale = run("export", "--method", "kmeans", "--store", small.path)
+    assert stale.returncode == 0 and len(stale.stdout.splitlines()) == 13  # header + 12 rows
+    assert stale.stderr.startswith("mdclust: warning: this clustering has 12 rows but the "
+                                   "store now holds 15 images (3 not in it)")
+
+
+def test_models_and_datasets_accept_store_like_every_command(tmp_path):
+    assert run("models", "--store", tmp_path / "s.h5", "--json").returncode == 0
+    res = run("datasets", "shapes", tmp_path / "d", "--n", "4", "--store", tmp_path / "s.h5",
+              "--json")
+    assert res.returncode == 0 and __import__("json").loads(res.stdout)["n"] == 4
+    assert not (tmp_path / "s.h5").exists()

@@ -102,6 +102,11 @@ def candidates(store: Store, interest: str, *, k: int | None = None, n: int | No
     n_req = None if kind == "wordnet-all" else (n or default_n(k) if kind != "file" else n)
     store.validate()
     store.check_writable()  # before the work, not at commit
+    with store.snapshot() as snap:
+        n_images = (snap.shape("images/path") or (None,))[0]
+    if k is not None and n_images is not None and k > n_images:
+        raise MdclustError(f"--k {k} is more than the number of images ({n_images}); "
+                           "k is the number of clusters")
     request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
                "file": str(Path(from_file).resolve()) if from_file else ""}
 
