@@ -196,8 +196,12 @@ def candidates(
     refresh: bool = typer.Option(False, help="Ask again even if the same request is stored."),
     api_base: Optional[str] = typer.Option(None, help="Base URL of an OpenAI-compatible or "
                                                       "other provider endpoint."),
-    timeout: float = typer.Option(60.0, help="Seconds to wait for each LLM answer."),
-    retries: int = typer.Option(2, help="Retries of a failed LLM call (errors, HTTP 5xx)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for each LLM answer; an answer "
+                                             "that does not come in time is not retried."),
+    retries: int = typer.Option(2, help="Retries of an LLM call that failed fast (connection "
+                                        "refused or dropped, HTTP 5xx, rate limit), after 1, "
+                                        "2, 4 ... s (at most 8). Longest wait per request: "
+                                        "timeout + retries x (8 s + a failing answer)."),
     rounds: int = typer.Option(3, help="Requests in all when the answer has too few items."),
     encode: bool = typer.Option(True, help="Also encode and cache the words' text features."),
     model: Optional[str] = typer.Option(None, help="Feature model key, when the store has "

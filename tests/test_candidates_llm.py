@@ -139,3 +139,34 @@ def test_unreachable_server_is_a_connection_error(store_path, monkeypatch):
     with pytest.raises(MdclustError, match="cannot connect|no answer"):
         candidates(Store(store_path), "color", llm=MODEL, api_base="http://127.0.0.1:9/v1",
                    n=3, retries=0, timeout=3, encode=False)
+
+
+def test_only_fast_failures_are_retried_with_backoff(server, store_path):
+    server.script = [("500", "down"), ("503", "busy"), ("ok", '["red", "blue", "green", "pink"]')]
+    t0 = time.perf_counter()
+    res = ask(server, store_path, retries=2)
+    assert res.words == ["red", "blue", "green", "pink"] and len(server.requests) == 3
+    assert time.perf_counter() - t0 >= 3  # waited 1 s, then 2 s
+    server.requests.clear()
+    server.script = [("401", "bad key"), ("ok", '["red"]')]
+    with pytest.raises(MdclustError, match="authentication failed"):
+        ask(server, store_path, retries=2, refresh=True)
+    assert len(server.requests) == 1  # an answer that will not change is not asked again
+
+
+def test_a_hanging_server_costs_one_timeout_not_three(server, store_path):
+    server.script = [("hang", 8), ("hang", 8), ("hang", 8)]
+    t0 = time.perf_counter()
+    with pytest.raises(MdclustError, match="no answer within 1 s"):
+        ask(server, store_path, timeout=1, retries=2)
+    assert time.perf_counter() - t0 < 5 and len(server.requests) == 1
+    assert not store_path.exists()
+
+
+def test_control_characters_and_prose_in_an_answer_are_cleaned(server, store_path):
+    long = "a very long explanation of why this colour matters so much to everyone"
+    server.script = [("ok", json.dumps(["re\u0000d", "blue\x07", long, "green", "pink",
+                                        "teal"]))]
+    res = ask(server, store_path, n=5)
+    assert res.words == ["re d", "blue", "green", "pink", "teal"]
+    assert Store(store_path).read_group("interests/color/candidates")["word"] == res.words

@@ -63,7 +63,13 @@ def read_words_file(path: str | Path) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise MdclustError(f"words file not found: {path}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MdclustError(f"words file {path} is not UTF-8 text (byte {exc.start}); save it "
+                           "as UTF-8") from exc
+    except OSError as exc:
+        raise MdclustError(f"cannot read words file {path}: {exc.strerror or exc}") from exc
     return [w for line in text.splitlines() if not line.lstrip().startswith("#")
             for w in re.split(r"[,;\t]", line)]
 

@@ -1,13 +1,18 @@
 """Candidate words from any LLM that litellm can reach.
 
-litellm is imported lazily (seconds of import time) and always called with an explicit timeout
-and a bounded number of retries. API keys come from the provider's usual environment variables
-(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) and are never stored or logged.
+litellm is imported lazily (seconds of import time) and always called with an explicit timeout.
+Retries are ours, not litellm's (its retry path needs tenacity and retries everything): only
+failures worth retrying (refused or dropped connections, HTTP 5xx, rate limits) are retried,
+after 1, 2, 4 ... s (at most 8 s); a request that times out is not retried, so the longest wait
+is predictable: timeout + retries x (8 s + the time a failing answer takes). API keys come from
+the provider's usual environment variables (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) and are never
+stored or logged.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -61,6 +66,31 @@ def _error_message(exc: Exception, model: str, api_base: str | None, timeout: fl
     return f"{who}: request failed: {first}"
 
 
+def _worth_retrying(exc: Exception) -> bool:
+    import litellm
+
+    e = litellm.exceptions
+    if isinstance(exc, e.Timeout):
+        return False  # a hanging server would multiply the wait
+    return isinstance(exc, (e.APIConnectionError, e.RateLimitError, e.InternalServerError,
+                            e.ServiceUnavailableError, e.BadGatewayError)) or \
+        "connection error" in str(exc).lower()
+
+
+def _complete(litellm, model: str, messages: list, timeout: float, retries: int, extra: dict,
+              api_base: str | None):
+    for attempt in range(retries + 1):
+        try:
+            # max_retries=0: the OpenAI client under litellm would retry on its own
+            return litellm.completion(model=model, messages=messages, timeout=timeout,
+                                      num_retries=0, max_retries=0, temperature=0, **extra)
+        except Exception as exc:  # litellm maps provider errors onto its own exception types
+            if attempt < retries and _worth_retrying(exc):
+                time.sleep(min(2 ** attempt, 8))
+                continue
+            raise MdclustError(_error_message(exc, model, api_base, timeout)) from exc
+
+
 def ask_llm(interest: str, n: int, model: str, *, context: str | None = None,
             api_base: str | None = None, timeout: float = 60.0, retries: int = 2,
             rounds: int = 3, singular: Callable[[str], str] | None = None) -> LLMAnswer:
@@ -80,12 +110,11 @@ def ask_llm(interest: str, n: int, model: str, *, context: str | None = None,
             extra["api_key"] = "no-key"  # local OpenAI-compatible servers usually need none
     for _ in range(max(1, rounds)):
         answer.prompts.append(messages[-1]["content"])
+        resp = _complete(litellm, model, messages, timeout, retries, extra, api_base)
         try:
-            resp = litellm.completion(model=model, messages=messages, timeout=timeout,
-                                      num_retries=retries, temperature=0, **extra)
             text = resp.choices[0].message.content or ""
-        except Exception as exc:  # litellm maps provider errors onto its own exception types
-            raise MdclustError(_error_message(exc, model, api_base, timeout)) from exc
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise MdclustError(f"LLM {model}: an answer without a message") from exc
         answer.rounds += 1
         answer.raw.append(text)
         answer.words = normalise(answer.words + parse_items(text), singular)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Callable, Iterable
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
@@ -53,16 +54,22 @@ def parse_items(text: str) -> list[str]:
     return [line for line in body if len(line.split()) <= 4]
 
 
+MAX_CHARS = 40  # a candidate is a word or a short phrase; longer strings are prose, not values
+
+
 def normalise(items: Iterable[str], singular: Callable[[str], str] | None = None,
               max_words: int = 3) -> list[str]:
     """Lower-case, trim punctuation and articles, singularise, drop long phrases and duplicates."""
     seen: set[str] = set()
     out: list[str] = []
     for raw in items:
-        word = _JUNK.sub("", str(raw)).split(":")[0].split(" - ")[0].split(" (")[0]
+        # control characters (NUL included: HDF5 strings cannot hold it) become spaces
+        raw = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in str(raw))
+        word = _JUNK.sub("", raw).split(":")[0].split(" - ")[0].split(" (")[0]
         word = re.sub(r"\s+", " ", word).strip(" .,;:!?-").lower()
         word = _ARTICLES.sub("", word).strip()
-        if not word or len(word.split()) > max_words or not re.search(r"[a-z]", word):
+        if not word or len(word.split()) > max_words or len(word) > MAX_CHARS or \
+                not re.search(r"[a-z]", word):
             continue
         if singular is not None:
             word = singular(word)
