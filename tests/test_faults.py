@@ -171,3 +171,20 @@ def test_models_and_datasets_accept_store_like_every_command(tmp_path):
               "--json")
     assert res.returncode == 0 and __import__("json").loads(res.stdout)["n"] == 4
     assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"path,color\nimg0000.png,r\xffed\n", "is not UTF-8 text"),
+    (b"path,color\nimg0000.png,red,extra\n", "3 cells but the header has 2 columns"),
+    (b"path,color\nimg0000.png,re\x00d\n", "a NUL byte"),
+    (b"path,color\nimg0000.png,red\nimg0000.png,blue\n", "has color 'blue' here and 'red'"),
+    (b"path,color,color\nimg0000.png,red,blue\n", "column 'color' appears twice"),
+])
+def test_hostile_label_csvs_are_one_line_errors(small, tmp_path, content, message):
+    bad = tmp_path / "labels.csv"
+    bad.write_bytes(content)
+    before = small.path.read_bytes()
+    res = run("embed", tmp_path / "imgs", "--model", TINY, "--pretrained", "random",
+              "--labels", bad, "--store", small.path)
+    assert res.returncode == 2 and message in error_line(res)
+    assert small.path.read_bytes() == before
