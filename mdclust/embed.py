@@ -171,48 +171,54 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
     store.validate()
     store.check_writable()  # before the work, not at commit
     spec = model_spec(model, pretrained)
-    known = _known_state(store, spec.key)
-    if known.root and Path(known.root) != root:
-        raise MdclustError(f"store {store.path} holds images from {known.root}, not {root}; "
-                           "use another --store for another collection")
-    label_table = read_labels_csv(labels, root) if labels else None
+    # One writer per store for the whole run: a second embed (of another folder, say) waits
+    # here and then sees this run's root, instead of both passing the root check and
+    # mixing their images and journals.
+    with store.lock():
+        known = _known_state(store, spec.key)
+        if known.root and Path(known.root) != root:
+            raise MdclustError(f"store {store.path} holds images from {known.root}, not {root}; "
+                               "use another --store for another collection")
+        label_table = read_labels_csv(labels, root) if labels else None
 
-    entries = discover(root)
-    if not entries and not known.records:
-        raise MdclustError(f"no image files found under {root}")
-    plan = _plan(root, entries, known)
-    result = EmbedResult(model_key=spec.key)
+        problems: list[tuple[str, str]] = []
+        entries = discover(root, problems)
+        if not entries and not known.records:
+            raise MdclustError(f"no image files found under {root}")
+        plan = _plan(root, entries, known)
+        result = EmbedResult(model_key=spec.key)
 
-    todo = plan.to_embed
-    view_items: list[tuple[str, Path]] = []
-    if views:
-        first = {}
-        for path, sha in plan.shas.items():
-            if path not in plan.reasons:
-                first.setdefault(sha, root / path)
-        done = views_mod.stored(store, spec.key, augment, views)
-        view_items = [(sha, f) for sha, f in first.items() if sha not in done]
-    if todo or view_items:
-        from .encoders import ClipEncoder
+        todo = plan.to_embed
+        view_items: list[tuple[str, Path]] = []
+        if views:
+            first = {}
+            for path, sha in plan.shas.items():
+                if path not in plan.reasons:
+                    first.setdefault(sha, root / path)
+            done = views_mod.stored(store, spec.key, augment, views)
+            view_items = [(sha, f) for sha, f in first.items() if sha not in done]
+        if todo or view_items:
+            from .encoders import ClipEncoder
 
-        result.model_loaded = True
-        encoder = ClipEncoder(spec, device=device, precision=precision,
-                              allow_download=allow_download)
-        with progress_bar(show_progress, unit="img") as bar:
-            if todo:
-                _run_batches(store, encoder, root, todo, batch_size, workers, bar, result)
-            if view_items:
-                result.views_embedded = views_mod.run(store, encoder, view_items, augment,
-                                                      views, batch_size, workers, bar)
+            result.model_loaded = True
+            encoder = ClipEncoder(spec, device=device, precision=precision,
+                                  allow_download=allow_download)
+            with progress_bar(show_progress, unit="img") as bar:
+                if todo:
+                    _run_batches(store, encoder, root, todo, batch_size, workers, bar, result)
+                if view_items:
+                    result.views_embedded = views_mod.run(store, encoder, view_items, augment,
+                                                          views, batch_size, workers, bar)
 
-    with store.transaction() as txn:
-        merged, live = _commit(txn, store, root, entries, plan, label_table, result)
-        merged += views_mod.commit(txn, store, live)
-    journal.clear(store, merged)
-    result.seconds = round(time.perf_counter() - t0, 3)
-    if result.embedded:
-        result.images_per_second = round(result.embedded / max(result.seconds, 1e-9), 2)
-    return result
+        with store.transaction() as txn:
+            merged, live = _commit(txn, store, root, entries, plan, label_table, result)
+            merged += views_mod.commit(txn, store, live)
+        journal.clear(store, merged)
+        result.skipped += problems  # reported, not stored: such names cannot go into HDF5
+        result.seconds = round(time.perf_counter() - t0, 3)
+        if result.embedded:
+            result.images_per_second = round(result.embedded / max(result.seconds, 1e-9), 2)
+        return result
 
 
 @dataclass

@@ -36,6 +36,7 @@ LOCK_TIMEOUT_ENV = "MDCLUST_LOCK_TIMEOUT"
 LOCK_TIMEOUT = 600.0  # seconds a command waits for another one's lock before giving up
 LOCK_NOTE_AFTER = 1.0  # seconds before saying who holds the lock
 _JSON_PREFIX = "json:"
+_HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
 
 
 def default_store_path() -> Path:
@@ -141,11 +142,44 @@ class Transaction(_Snapshot):
         """Replace the group at ``path`` (and everything below it) with these datasets."""
         path = path.strip("/")
         full_attrs = dict(attrs or {})
+        self._deletes.discard(path)
+        if self._same(path, data, full_attrs):
+            self._puts.pop(path, None)  # nothing changes: no reason to rewrite the file
+            return
         if provenance:
             full_attrs.setdefault("mdclust_version", __version__)
             full_attrs.setdefault("time", now_iso())
         self._puts[path] = (data, full_attrs)
-        self._deletes.discard(path)
+
+    def _same(self, path: str, data: dict[str, Any], attrs: dict[str, Any]) -> bool:
+        """Whether the stored group already holds exactly these datasets and attributes
+        (provenance aside) and nothing below it."""
+        if not self.has(path) or not isinstance(self._f[path], h5py.Group):
+            return False
+        g = self._f[path]
+        if set(g.keys()) != set(data):
+            return False
+        old = {k: _decode_attr(v) for k, v in g.attrs.items()
+               if k not in ("time", "mdclust_version")}
+        new = {k: _decode_attr(_encode_attr(v)) for k, v in attrs.items()
+               if k not in ("time", "mdclust_version")}
+        if old != new:
+            return False
+        for name, value in data.items():
+            ds = g[name]
+            if not isinstance(ds, h5py.Dataset):
+                return False
+            stored = _read_dataset(ds)
+            if isinstance(stored, list):
+                fresh = value.tolist() if isinstance(value, np.ndarray) else list(value)
+                if stored != [str(v) for v in fresh]:
+                    return False
+            else:
+                fresh = np.asarray(value)
+                if stored.shape != fresh.shape or stored.dtype != fresh.dtype or \
+                        not np.array_equal(stored, fresh):
+                    return False
+        return True
 
     def delete(self, path: str) -> None:
         path = path.strip("/")
@@ -299,7 +333,16 @@ class Store:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The store's exclusive lock. A held lock is waited for (after a second, stderr says
-        which process holds it) for at most $MDCLUST_LOCK_TIMEOUT seconds (600), then exit 2."""
+        which process holds it) for at most $MDCLUST_LOCK_TIMEOUT seconds (600), then exit 2.
+        Re-entrant within a process, so a stage can hold it across its own transactions."""
+        key = str(self.lock_path.resolve())
+        if _HELD.get(key):
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -328,9 +371,11 @@ class Store:
             fh.truncate()
             fh.write(f"{os.getpid()}\n")
             fh.flush()
+            _HELD[key] = 1
             try:
                 yield
             finally:
+                _HELD.pop(key, None)
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _holder(self) -> str:

@@ -1,7 +1,9 @@
 """The standing fault suite: hostile conditions a real user meets, each asserting the exit code,
 a one-line error on stderr and that the store afterwards equals the store before."""
 
+import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -188,3 +190,71 @@ def test_hostile_label_csvs_are_one_line_errors(small, tmp_path, content, messag
               "--labels", bad, "--store", small.path)
     assert res.returncode == 2 and message in error_line(res)
     assert small.path.read_bytes() == before
+
+
+def test_deep_images_decode_to_their_content_not_white_or_black(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mdclust.images import load_rgb
+
+    ramp = np.linspace(0, 1, 32 * 32).reshape(32, 32)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "a.png")
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "b.tif")
+    Image.fromarray((ramp * 4000 - 1000).astype(np.float32), mode="F").save(tmp_path / "c.tif")
+    for name in ("a.png", "b.tif", "c.tif"):
+        px = np.asarray(load_rgb(tmp_path / name))[..., 0].astype(float)
+        assert px[0, 0] == 0 and px[-1, -1] == 255, name
+        assert abs(px.mean() - 127.5) < 1.5, name  # Pillow alone: 255 (16-bit) or 0 (float)
+
+
+def test_bad_names_and_broken_links_are_listed_and_the_rest_embedded(tmp_path):
+    images = tmp_path / "imgs"
+    write_images(images, 4, size=(24, 24))
+    shutil.copy(images / "img0000.png", os.fsencode(images) + b"/caf\xff.png")
+    os.symlink(images / "gone.png", images / "dangling.png")
+    store = tmp_path / "s.h5"
+    res = run("embed", images, "--model", TINY, "--pretrained", "random", "--store", store,
+              "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["images"] == 4
+    reasons = dict(out["skipped"]) if isinstance(out["skipped"][0], list) else \
+        {s["path"]: s["reason"] for s in out["skipped"]}
+    assert reasons["dangling.png"] == "broken symbolic link"
+    assert reasons["caf\ufffd.png"] == "file name is not valid UTF-8; rename the file"
+    again = run("embed", images, "--model", TINY, "--pretrained", "random", "--store", store,
+                "--json")  # the same folder can be embedded again (it crashed at commit)
+    assert again.returncode == 0 and json.loads(again.stdout)["images"] == 4
+
+
+def test_an_embed_with_nothing_to_do_leaves_the_file_alone(small, tmp_path):
+    before = (small.path.stat().st_ino, small.path.stat().st_mtime_ns)
+    res = run("embed", tmp_path / "imgs", "--model", TINY, "--pretrained", "random",
+              "--store", small.path, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["embedded"] == 0
+    assert (small.path.stat().st_ino, small.path.stat().st_mtime_ns) == before
+
+
+def test_two_embeds_of_different_folders_into_one_new_store_lose_nothing(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_images(a, 60, size=(24, 24), prefix="a")
+    write_images(b, 60, seed=1, size=(24, 24), prefix="b")
+    store = tmp_path / "s.h5"
+    args = ["--model", TINY, "--pretrained", "random", "--store", str(store), "--quiet",
+            "--batch-size", "4", "--workers", "0"]
+    first = subprocess.Popen([MDCLUST, "embed", str(a), *args], stderr=subprocess.PIPE,
+                             text=True)
+    time.sleep(1)
+    second = run("embed", b, *args)
+    first.wait(timeout=300)
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 2]  # one wins, the other is told the store holds another folder
+    st = Store(store)
+    images = st.read_group("images")
+    feats = st.read_group(f"features/{st.children('features')[0]}")
+    assert len(images["path"]) == 60 and len(feats["sha256"]) == 60
+    assert set(images["sha256"]) == set(feats["sha256"])
+    loser = second if second.returncode else first
+    err = loser.stderr.strip().splitlines()[-1]
+    assert "holds images from" in err
