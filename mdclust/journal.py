@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MdclustError
 from .store import Store
 
 
@@ -22,11 +23,16 @@ def write_batch(store: Store, kind: str, **arrays: np.ndarray) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     name = f"{kind}.{time.time_ns():020d}.{uuid.uuid4().hex[:8]}.npz"
     tmp = d / f".{name}.{os.getpid()}.tmp"  # the pid lets clear() spot a dead writer's leftovers
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, d / name)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, d / name)
+    except OSError as exc:  # disk full: the batches already journaled stay for a rerun
+        tmp.unlink(missing_ok=True)
+        raise MdclustError(f"cannot write to {d}: {exc.strerror or exc}; free space and rerun "
+                           "the same command to resume") from exc
     return d / name
 
 

@@ -111,22 +111,39 @@ class _Snapshot:
         return self._f is not None and path in self._f
 
     def read_group(self, path: str) -> Group | None:
-        if not self.has(path):
-            return None
-        return _read_group(self._f[path])
+        with _damaged(self._f, path):
+            if not self.has(path):
+                return None
+            return _read_group(self._f[path])
 
     def children(self, path: str = "/") -> list[str]:
-        if not self.has(path):
-            return []
-        return sorted(self._f[path].keys())
+        with _damaged(self._f, path):
+            if not self.has(path):
+                return []
+            return sorted(self._f[path].keys())
 
     def attrs(self, path: str = "/") -> dict[str, Any]:
-        if not self.has(path):
-            return {}
-        return {k: _decode_attr(v) for k, v in self._f[path].attrs.items()}
+        with _damaged(self._f, path):
+            if not self.has(path):
+                return {}
+            return {k: _decode_attr(v) for k, v in self._f[path].attrs.items()}
 
     def shape(self, path: str) -> tuple[int, ...] | None:
-        return tuple(self._f[path].shape) if self.has(path) else None
+        with _damaged(self._f, path):
+            return tuple(self._f[path].shape) if self.has(path) else None
+
+
+@contextlib.contextmanager
+def _damaged(f, path: str) -> Iterator[None]:
+    """h5py reports a damaged file as OSError/KeyError/RuntimeError from deep inside; say it
+    in one line, naming the file and the group."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        name = getattr(f, "filename", "the store")
+        first = " ".join(str(exc).split())[:160]
+        raise MdclustError(f"cannot read {path} from {name}: {first}; the file may be damaged "
+                           "(restore a copy, or embed again into a new store)") from exc
 
 
 class Transaction(_Snapshot):
@@ -273,12 +290,18 @@ class Store:
         except OSError as exc:
             raise MdclustError(f"cannot open store {self.path}: {exc}") from exc
         try:
-            schema = f.attrs.get(SCHEMA_ATTR)
+            try:
+                schema = f.attrs.get(SCHEMA_ATTR)
+                schema = None if schema is None else int(schema)
+            except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+                raise MdclustError(f"{self.path}: its schema attribute is unreadable or not a "
+                                   "number; the file is damaged or not an mdclust store") \
+                    from exc
             if schema is None:
                 raise MdclustError(f"{self.path} is an HDF5 file but not an mdclust store "
                                    "(no schema attribute); choose another path with --store")
-            if int(schema) > SCHEMA_VERSION:
-                raise MdclustError(f"{self.path} has store schema {int(schema)}, newer than this "
+            if schema > SCHEMA_VERSION:
+                raise MdclustError(f"{self.path} has store schema {schema}, newer than this "
                                    f"mdclust {__version__} understands ({SCHEMA_VERSION}); "
                                    "upgrade mdclust")
             yield f
@@ -408,6 +431,10 @@ class Store:
                 _fsync_file(tmp)
                 os.replace(tmp, self.path)
                 _fsync_dir(self.path.parent)
+            except OSError as exc:  # disk full, file too large, I/O error: the old file stays
+                raise MdclustError(f"cannot write the store {self.path}: "
+                                   f"{exc.strerror or ' '.join(str(exc).split())[:160]}; "
+                                   "nothing was changed") from exc
             finally:
                 tmp.unlink(missing_ok=True)
 

@@ -258,3 +258,62 @@ def test_two_embeds_of_different_folders_into_one_new_store_lose_nothing(tmp_pat
     loser = second if second.returncode else first
     err = loser.stderr.strip().splitlines()[-1]
     assert "holds images from" in err
+
+
+def _file_size_limit(limit: int):
+    """A child whose files cannot grow past ``limit`` bytes: writes fail as on a full disk."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_is_one_line_and_the_store_survives(small, tmp_path):
+    before = small.path.read_bytes()
+    limit = len(before) // 2  # the new file cannot be written whole
+    res = subprocess.run([MDCLUST, "cluster", "--method", "kmeans", "--k", "2", "--store",
+                          str(small.path)], capture_output=True, text=True, timeout=300,
+                         preexec_fn=_file_size_limit(limit))
+    assert res.returncode == 2
+    line = error_line(res)
+    assert "cannot write the store" in line and "nothing was changed" in line
+    assert small.path.read_bytes() == before
+    assert not list(small.path.parent.glob(".s.h5.tmp-*"))
+    more = tmp_path / "more"
+    write_images(more, 40, seed=3, size=(24, 24), prefix="m")
+    for p in more.rglob("*.png"):
+        p.rename(tmp_path / "imgs" / p.name)
+    res = subprocess.run([MDCLUST, "embed", str(tmp_path / "imgs"), "--model", TINY,
+                          "--pretrained", "random", "--store", str(small.path), "--batch-size",
+                          "8", "--workers", "0", "--quiet"], capture_output=True, text=True, timeout=300,
+                         preexec_fn=_file_size_limit(1500))
+    assert res.returncode == 2 and "cannot write" in error_line(res)
+    assert small.path.read_bytes() == before
+    ok = run("embed", tmp_path / "imgs", "--model", TINY, "--pretrained", "random",
+             "--store", small.path, "--json")  # with room again, the rerun completes
+    assert ok.returncode == 0 and json.loads(ok.stdout)["images"] == 52
+
+
+def test_a_damaged_store_is_one_line(small, tmp_path):
+    import h5py
+
+    broken = tmp_path / "broken.h5"
+    data = bytearray(small.path.read_bytes())
+    for i in range(len(data) // 3, len(data) * 2 // 3, 7):
+        data[i] = (data[i] * 31 + 7) % 256  # scribble over the middle of the file
+    broken.write_bytes(bytes(data))
+    for args in (["info"], ["cluster", "--method", "kmeans", "--k", "2"],
+                 ["eval", "--method", "kmeans"]):
+        res = run(*args, "--store", broken)
+        assert res.returncode == 2, (args, res.stderr[-500:])
+        error_line(res)
+    odd = tmp_path / "odd.h5"
+    shutil.copy(small.path, odd)
+    with h5py.File(odd, "a") as f:
+        f.attrs["mdclust_schema"] = "one"
+    res = run("info", "--store", odd)
+    assert res.returncode == 2 and "schema attribute is unreadable or not a number" in \
+        error_line(res)
