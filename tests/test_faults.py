@@ -420,3 +420,11 @@ def test_kill9_at_random_points_leaves_old_or_complete_store(small, tmp_path, st
     assert done.returncode == 0, done.stderr
     assert _same(_snapshot(small), reference)
     assert not list(small.path.parent.glob(".s.h5.tmp-*"))
+
+
+def test_datasets_into_an_existing_file_is_one_line(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    res = run("datasets", "shapes", target, "--n", "4")
+    assert res.returncode == 2 and "exists and is not a folder" in error_line(res)
+    assert target.read_text() == "mine"
