@@ -136,7 +136,16 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/mdclust-mdp-report"))
     ap.add_argument("--json", type=Path, help="write every row here")
     ap.add_argument("--update-docs", action="store_true")
+    ap.add_argument("--from-json", type=Path, help="print (and with --update-docs, write) the "
+                    "tables of a saved --json run instead of running")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        text = markdown(saved["rows"], saved["meta"])
+        print(text)
+        if args.update_docs:
+            update_docs(text)
+        return
     t0 = time.perf_counter()
     folders = [prepare(s, args.n, args.workdir) for s in TEST_SEEDS]
     rows = [r for s in TEST_SEEDS for r in baselines(s, args.n, args.workdir)]

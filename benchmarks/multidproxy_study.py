@@ -62,13 +62,11 @@ CONFIGS = {
 
 def prepare(seed: int, n: int, workdir: Path) -> Path:
     """Features, labels and candidate/prompt features of one set, as one .npz per aspect."""
-    from quality import interest_file
+    from quality import embedded_set, interest_file
 
     from mdclust.candidates import candidates
-    from mdclust.datasets import ASPECTS, generate_shapes, read_vocabulary
-    from mdclust.embed import embed
+    from mdclust.datasets import ASPECTS
     from mdclust.features import load_image_features
-    from mdclust.store import Store
     from mdclust.textcache import text_features
     from mdclust.train import prompt_for
 
@@ -76,12 +74,7 @@ def prepare(seed: int, n: int, workdir: Path) -> Path:
     if (out / "done").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    images = workdir / f"set-{seed}-{n}"
-    if not (images / "vocabulary.json").is_file():
-        generate_shapes(images, n=n, seed=seed)
-    vocab = read_vocabulary(images)
-    store = Store(workdir / f"set-{seed}-{n}.h5")
-    embed(images, store, model="mdclust-tiny", labels=images / "labels.csv")
+    vocab, store = embedded_set(seed, n, workdir)
     feats = load_image_features(store)
     g = store.read_group("labels")
     table = {a: dict(zip(g["path"], g[a])) for a in g.attrs.get("aspects", [])}

@@ -68,24 +68,32 @@ def word_stats(kept: list[str], candidates: list[str], present: list[str],
             "unseen_in_list": len(unseen), "unseen_dropped": sum(w not in kept_set for w in unseen)}
 
 
-def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
-    from mdclust.candidates import candidates
-    from mdclust.cluster import cluster
-    from mdclust.datasets import ASPECTS, generate_shapes, read_vocabulary
+def embedded_set(seed: int, n: int, workdir: Path):
+    """Set ``seed`` of ``n`` images generated and embedded with mdclust-tiny (both kept in
+    ``workdir`` and reused): its vocabulary.json and its store."""
+    from mdclust.datasets import generate_shapes, read_vocabulary
     from mdclust.embed import embed
-    from mdclust.errors import MdclustError
-    from mdclust.evaluate import evaluate
-    from mdclust.filter import filter_nouns
-    from mdclust.methods.multidproxy import config_for
     from mdclust.store import Store
-    from mdclust.train import train
 
     images = workdir / f"set-{seed}-{n}"
     if not (images / "vocabulary.json").is_file():
         generate_shapes(images, n=n, seed=seed)
-    vocab = read_vocabulary(images)
     store = Store(workdir / f"set-{seed}-{n}.h5")
     embed(images, store, model="mdclust-tiny", labels=images / "labels.csv")
+    return read_vocabulary(images), store
+
+
+def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
+    from mdclust.candidates import candidates
+    from mdclust.cluster import cluster
+    from mdclust.datasets import ASPECTS
+    from mdclust.errors import MdclustError
+    from mdclust.evaluate import evaluate
+    from mdclust.filter import filter_nouns
+    from mdclust.methods.multidproxy import config_for
+    from mdclust.train import train
+
+    vocab, store = embedded_set(seed, n, workdir)
     out: dict = {"seed": seed, "n": n, "present": {a: vocab[a]["present"] for a in ASPECTS},
                  "clustering": [], "filter": [], "refined": [], "seconds": {}}
 
