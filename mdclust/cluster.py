@@ -15,7 +15,7 @@ from .features import load_image_features
 from .methods import METHODS, Method
 from .methods import gradnorm as gn
 from .methods.baselines import kmeans, zero_shot
-from .store import Store
+from .store import Store, StoreLike, as_store
 from .textcache import DEFAULT_TEMPLATE, text_features
 
 
@@ -58,10 +58,11 @@ def resolve_k(store: Store, interest: str | None, k: int | None, n: int) -> int:
     return int(k)
 
 
-def cluster(store: Store, interest: str | None = None, *, method: str = "kmeans",
+def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
             k: int | None = None, seed: int = 0, model: str | None = None,
             spherical: bool = False, kappa: float = gn.KAPPA,
             template: str = DEFAULT_TEMPLATE) -> ClusterResult:
+    store = as_store(store)
     t0 = time.perf_counter()
     m = get_method(method)
     if interest is not None or m.needs_interest:

@@ -19,7 +19,7 @@ from .errors import MdclustError, QualityGateFailed
 from .labels import read_labels_csv
 from .methods.baselines import kmeans
 from .metrics import scores
-from .store import Store
+from .store import Store, StoreLike, as_store
 
 METRICS = ("nmi", "ari", "acc", "ri")
 
@@ -48,9 +48,10 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
     return aspect, table[aspect]
 
 
-def evaluate(store: Store, interest: str | None = None, *, method: str = "kmeans",
+def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
              aspect: str | None = None, labels: str | Path | None = None, runs: int = 10,
              fail_under_nmi: float | None = None) -> dict:
+    store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)
     if runs < 1:
@@ -95,10 +96,11 @@ def _stale(store: Store, group) -> str:
             f"({missing} not in it); run `mdclust cluster` again for a current one")
 
 
-def export_csv(store: Store, interest: str | None = None, *, method: str = "kmeans",
+def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
                warn=None) -> str:
     """The clustering as CSV text; ``warn(message)`` is called when it is stale (made before
     the images changed): the rows are still written, as stored."""
+    store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)
     group = read_clustering(store, interest, method)

@@ -15,7 +15,7 @@ from .errors import MdclustError
 from .features import load_image_features
 from .methods import FILTER_TO_METHOD
 from .methods import gradnorm as gn
-from .store import Store
+from .store import StoreLike, as_store
 from .textcache import DEFAULT_TEMPLATE, text_features
 
 POOLS = ("candidates", "wordnet-all")
@@ -46,12 +46,13 @@ def pseudo_labels(E: np.ndarray, C: int, seed: int) -> np.ndarray:
     return kmeans(E, C, seed=seed, n_init=3)
 
 
-def filter_nouns(store: Store, interest: str, *, method: str = "gradnorm",
+def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                  pool: str = "candidates", k: int | None = None, clusters: int | None = None,
                  beta: int = gn.BETA, tau: float = gn.TAU, epochs: int = gn.EPOCHS,
                  lr: float = gn.LR, batch: int = gn.BATCH, min_steps: int = 1000, seed: int = 0,
                  model: str | None = None, template: str = DEFAULT_TEMPLATE,
                  show_progress: bool = False) -> FilterResult:
+    store = as_store(store)
     t0 = time.perf_counter()
     interest = validate_interest(interest)
     if method not in FILTER_TO_METHOD:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import journal
-from .store import Store
+from .store import StoreLike, as_store
 
 
-def info(store: Store) -> dict[str, Any]:
+def info(store: StoreLike = None) -> dict[str, Any]:
+    store = as_store(store)
     store.validate()
     with store.snapshot() as snap:
         root_attrs = snap.attrs("/")

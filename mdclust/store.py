@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import h5py
 import numpy as np
@@ -37,6 +37,16 @@ LOCK_TIMEOUT = 600.0  # seconds a command waits for another one's lock before gi
 LOCK_NOTE_AFTER = 1.0  # seconds before saying who holds the lock
 _JSON_PREFIX = "json:"
 _HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
+StoreLike = Union["Store", str, os.PathLike, None]  # what every stage accepts as its store
+
+
+def as_store(store: StoreLike) -> Store:
+    """A Store for a Store, a path, or None (the default store): every stage takes any."""
+    if isinstance(store, Store):
+        return store
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        raise MdclustError(f"store must be a Store or a path, not {type(store).__name__}")
+    return Store(store)
 
 
 def default_store_path() -> Path:

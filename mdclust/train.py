@@ -20,7 +20,7 @@ from .features import load_image_features
 from .methods import multidproxy as mdp
 from .methods.multidproxy import MultiDProxyConfig
 from .progress import progress_bar
-from .store import Store
+from .store import Store, StoreLike, as_store
 from .textcache import text_features
 
 TRAINED_METHODS = ("multidproxy", "pipcdr")
@@ -88,12 +88,14 @@ def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
         raise MdclustError("--lr, --tau-alpha and --sigma must be > 0, --wd >= 0")
 
 
-def train(store: Store, interest: str | None, *, method: str = "multidproxy", k: int | None = None,
+def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy",
+          k: int | None = None,
           config: TrainConfig | None = None, device: str = "auto", model: str | None = None,
           grid: bool = False, grid_epochs: int | None = None,
           show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train and store fused features. ``stop_after`` ends the run early after that many epochs
     of this call (leaving the checkpoint), which is how tests interrupt a run."""
+    store = as_store(store)
     if k is not None and k < 2:  # 0 is a value given, not "use the candidates' k"
         raise MdclustError("--k must be at least 2")
     if method not in TRAINED_METHODS:

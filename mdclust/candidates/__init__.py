@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import MdclustError
-from ..store import Store, now_iso
+from ..store import Store, StoreLike, as_store, now_iso
 
 SOURCES = ("llm", "wordnet", "wordnet-all", "file")
 # Multi-DProxy starts from 2**beta * M candidates with beta = E / R = 1000 / 200 (paper defaults).
@@ -86,12 +86,13 @@ def load_candidates(store: Store, interest: str) -> list[str]:
     return list(g["word"])
 
 
-def candidates(store: Store, interest: str, *, k: int | None = None, n: int | None = None,
+def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int | None = None,
                llm: str | None = None, source: str | None = None,
                from_file: str | Path | None = None, context: str | None = None,
                refresh: bool = False, api_base: str | None = None, timeout: float = 60.0,
                retries: int = 2, rounds: int = 3, encode: bool = True, model: str | None = None,
                template: str | None = None, show_progress: bool = False) -> CandidateResult:
+    store = as_store(store)
     interest = validate_interest(interest)
     chosen = [x for x in (llm, source, from_file) if x]
     if len(chosen) > 1:
