@@ -335,23 +335,17 @@ def train_cmd(
                                             "identity (projection initialised to w_i), proxy "
                                             "(t* = w_i) or linear (random projection) "
                                             "[identity]."),
-    negatives: Optional[str] = typer.Option(None, help="multidproxy: L_c negatives: batch "
-                                            "(every j != i, Eq. 7), groups (other argmax "
-                                            "groups) or infonce (own proxy as positive; not in "
-                                            "the paper) [infonce]."),
+    negatives: Optional[str] = typer.Option(None, help="multidproxy: L_c: infonce (own proxy "
+                                            "as positive; not in the paper) or batch (every "
+                                            "j != i, Eq. 7 as written) [infonce]."),
     refine_timing: Optional[str] = typer.Option(None, help="multidproxy: halvings at R/2, "
                                                 "3R/2 ... (mid) or R, 2R ... E (end) [mid]."),
-    fuse: Optional[str] = typer.Option(None, help="multidproxy: Eq. 4 mixes the LayerNorm "
-                                       "outputs (layernorm) or unit rows (unit) [layernorm]."),
     proxy_align: Optional[bool] = typer.Option(None, "--proxy-align/--no-proxy-align",
                                                help="multidproxy: also align each proxy with "
                                                     "its image; not in the paper [on]."),
     candidate_score: Optional[str] = typer.Option(None, help="multidproxy: refinement score of "
-                                                  "a candidate: mean (paper), max or specific "
-                                                  "[max]."),
-    detach_gate: Optional[bool] = typer.Option(None, "--detach-gate/--no-detach-gate",
-                                               help="multidproxy: no loss trains the modality "
-                                                    "weight lambda; not in the paper [off]."),
+                                                  "a candidate: max (best cosine to a centroid; "
+                                                  "not in the paper) or mean (paper) [max]."),
     u_weight: Optional[float] = typer.Option(None, help="multidproxy: factor on alpha(t), the "
                                                         "weight of L_u (1 = paper) [0.1]."),
     reference: Optional[int] = typer.Option(None, help="multidproxy: images every image "
@@ -402,9 +396,9 @@ def train_cmd(
         given.update({name: value for name, value in (
             ("refine_every", refine_every), ("layers", layers), ("tau_alpha", tau_alpha),
             ("object_word", object_word), ("text_side", text_side), ("negatives", negatives),
-            ("refine_timing", refine_timing), ("fuse", fuse), ("proxy_align", proxy_align),
-            ("candidate_score", candidate_score), ("detach_gate", detach_gate),
-            ("u_weight", u_weight), ("reference", reference), ("restarts", restarts))
+            ("refine_timing", refine_timing), ("proxy_align", proxy_align),
+            ("candidate_score", candidate_score), ("u_weight", u_weight),
+            ("reference", reference), ("restarts", restarts))
             if value is not None})
         cfg = config_for(k or 0, preset, seed=seed, **given)
     res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
