@@ -6,13 +6,13 @@ such as ``mdclust info`` never need them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import MdclustError
+from .images import sha256_file
 
 BUILTIN_CONFIG_DIR = Path(__file__).parent / "data" / "model_configs"
 # Weights that ship inside the package, used when --pretrained is not given.
@@ -50,14 +50,6 @@ class ModelSpec:
                 "weights_sha256": self.weights_sha256}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_spec(model: str, pretrained: str | None = None) -> ModelSpec:
     """Resolve the weights source without importing torch (cheap enough for every run).
 
@@ -75,7 +67,7 @@ def model_spec(model: str, pretrained: str | None = None) -> ModelSpec:
     looks_like_path = os.sep in pretrained or pretrained.endswith(
         (".pt", ".bin", ".safetensors", ".pth"))
     if path.is_file():
-        return ModelSpec(model, str(path.resolve()), _file_sha256(path))
+        return ModelSpec(model, str(path.resolve()), sha256_file(path))
     if looks_like_path:
         raise MdclustError(f"weights file not found: {pretrained}")
     if pretrained.lower() in RANDOM_WEIGHTS:
