@@ -9,29 +9,23 @@ The stages, as the CLI runs them (each takes a Store or a path as its first argu
     mdclust.cluster("s.h5", "color", method="gradnorm")
     mdclust.evaluate("s.h5", "color", method="gradnorm")
 
-Names are imported on first use, so `import mdclust` stays fast (no torch).
+torch, open_clip and litellm are imported only when a stage needs them. The stage functions
+share their names with the modules that define them (mdclust/embed.py defines embed), so they
+are bound here once, after the modules load; reach a module itself through
+``importlib.import_module("mdclust.train")``.
 """
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
-_EXPORTS = {
-    "embed": "embed", "candidates": "candidates", "filter_nouns": "filter", "train": "train",
-    "cluster": "cluster", "evaluate": "evaluate", "export_csv": "evaluate", "info": "info",
-    "Store": "store", "MdclustError": "errors", "QualityGateFailed": "errors",
-}
-__all__ = ["__version__", *_EXPORTS]
+from .candidates import candidates  # noqa: E402
+from .cluster import cluster  # noqa: E402
+from .embed import embed  # noqa: E402
+from .errors import MdclustError, QualityGateFailed  # noqa: E402
+from .evaluate import evaluate, export_csv  # noqa: E402
+from .filter import filter_nouns  # noqa: E402
+from .info import info  # noqa: E402
+from .store import Store  # noqa: E402
+from .train import train  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mdclust' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "cluster",
+           "evaluate", "export_csv", "info", "Store", "MdclustError", "QualityGateFailed"]
