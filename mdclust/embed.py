@@ -296,8 +296,10 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
             vecs += [v for v in jvecs if v.size]
         if not shas:
             continue
-        matrix = np.concatenate(vecs, axis=0)
         keep = journal.live_rows(shas, live)
+        if key not in jfeats and len(keep) == len(shas):
+            continue  # nothing new, nothing dropped: the stored group stands as it is
+        matrix = np.concatenate(vecs, axis=0)
         if not keep:
             txn.delete(f"features/{key}")
             continue

@@ -73,9 +73,8 @@ def _validate(cfg: TrainConfig, n: int, n_candidates: int) -> None:
     if min(cfg.epochs, cfg.refine_every, cfg.layers, cfg.restarts) < 1 or cfg.batch < 2:
         raise MdclustError("--epochs, --refine-every, --layers, --restarts must be >= 1 "
                            "and --batch >= 2")
-    if cfg.candidate_score not in ("mean", "max", "specific"):
-        raise MdclustError("--candidate-score must be mean, max or specific")
-    for name, value, allowed in (("text-side", cfg.text_side, mdp.TEXT_SIDES),
+    for name, value, allowed in (("candidate-score", cfg.candidate_score, mdp.CANDIDATE_SCORES),
+                                 ("text-side", cfg.text_side, mdp.TEXT_SIDES),
                                  ("negatives", cfg.negatives, mdp.NEGATIVES),
                                  ("refine-timing", cfg.refine_timing, mdp.REFINE_TIMINGS),
                                  ("fuse", cfg.fuse, mdp.FUSE_ON),

@@ -25,6 +25,7 @@ NEGATIVES = ("batch", "groups", "infonce")
 REFINE_TIMINGS = ("mid", "end")
 FUSE_ON = ("layernorm", "unit")
 PROXY_INITS = ("star", "image")
+CANDIDATE_SCORES = ("max", "mean", "specific")
 
 
 @dataclass

@@ -129,9 +129,10 @@ class MultiDProxy(nn.Module):
         return lam * T_L + (1 - lam) * V_L
 
     def forward(self, v: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
-                detach_gate: bool = False):
-        """Training pass: the batch is the set attended over. Returns F and lambda (n, 1)."""
-        V, T = v, self.text_tokens(t, w)
+                detach_gate: bool = False, tokens: torch.Tensor | None = None):
+        """Training pass: the batch is the set attended over. Returns F and lambda (n, 1).
+        ``tokens``: t*_i already computed by ``text_tokens(t, w)`` (the caller needs them too)."""
+        V, T = v, self.text_tokens(t, w) if tokens is None else tokens
         for layer in self.layers:
             V, T = layer(V, T)
         lam = self._lambda(V, T)
@@ -291,8 +292,9 @@ class Fit:
         for i in range(0, n, cfg.batch):
             idx = perm[i:i + cfg.batch]
             w = model.proxies(idx, C)
-            f, lam = model(self.v[idx], self.t, w, detach_gate=cfg.detach_gate)
-            targets = model.text_tokens(self.t, w) if model.text_encoder is not None else None
+            tokens = model.text_tokens(self.t, w)  # once: the text encoder is the costly part
+            f, lam = model(self.v[idx], self.t, w, detach_gate=cfg.detach_gate, tokens=tokens)
+            targets = tokens if model.text_encoder is not None else None
             parts = losses(f, self.v[idx], w, C, model.base_proxies[idx], cfg.sigma,
                            cfg.proxy_align, cfg.negatives, targets)
             loss = parts["align"] + cfg.u_weight * a * parts["u"] + b * parts["c"]
