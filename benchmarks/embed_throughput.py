@@ -34,8 +34,8 @@ def make_folder(folder: Path, n: int, size: int) -> None:
 def naive(folder: Path, model: str, pretrained: str) -> tuple[float, int]:
     import torch
 
-    from mdclust.encoders import ClipEncoder, model_spec
-    from mdclust.images import load_rgb
+    from mdclust.core.encoders import ClipEncoder, model_spec
+    from mdclust.core.images import load_rgb
 
     t0 = time.perf_counter()
     enc = ClipEncoder(model_spec(model, pretrained), device="cpu", precision="fp32")
@@ -50,7 +50,7 @@ def naive(folder: Path, model: str, pretrained: str) -> tuple[float, int]:
 
 def mdclust_embed(folder: Path, store: Path, model: str, pretrained: str, batch: int,
                   workers: int | None) -> tuple[float, int]:
-    from mdclust.embed import embed
+    from mdclust.stages.embed import embed
 
     t0 = time.perf_counter()
     res = embed(folder, store, model=model, pretrained=pretrained, device="cpu",

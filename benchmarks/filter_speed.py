@@ -36,9 +36,9 @@ def synthetic(n, d=512, k=10, seed=0):
 
 
 def build_store(path: Path, n: int, d: int = 512):
-    from mdclust.candidates.wordnet import all_nouns
-    from mdclust.store import Store
-    from mdclust.textcache import _group
+    from mdclust.core.store import Store
+    from mdclust.core.textcache import _group
+    from mdclust.stages.candidates.wordnet import all_nouns
 
     st = Store(path)
     X = synthetic(n, d)
@@ -64,9 +64,9 @@ def main() -> None:
     ap.add_argument("--skip-100k", action="store_true")
     args = ap.parse_args()
 
-    from mdclust.filter import filter_nouns
+    from mdclust.core.textcache import text_features
     from mdclust.methods.baselines import kmeans, spherical_kmeans
-    from mdclust.textcache import text_features
+    from mdclust.stages.filter import filter_nouns
 
     with tempfile.TemporaryDirectory() as tmp:
         st, words = build_store(Path(tmp) / "b.h5", args.n_images)

@@ -41,10 +41,10 @@ def train_one(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from mdclust.core.metrics import scores
     from mdclust.methods.baselines import kmeans
     from mdclust.methods.multidproxy import config_for
     from mdclust.methods.multidproxy_net import Fit
-    from mdclust.metrics import scores
 
     path, preset, seed = job
     d = np.load(path)
@@ -66,12 +66,12 @@ def train_one(job: tuple) -> dict:
 def baselines(seed: int, n: int, workdir: Path) -> list[dict]:
     from quality import interest_file
 
-    from mdclust.candidates import candidates
-    from mdclust.cluster import cluster
+    from mdclust.core.store import Store
     from mdclust.datasets import ASPECTS, read_vocabulary
-    from mdclust.evaluate import evaluate
-    from mdclust.filter import filter_nouns
-    from mdclust.store import Store
+    from mdclust.stages.candidates import candidates
+    from mdclust.stages.cluster import cluster
+    from mdclust.stages.evaluate import evaluate
+    from mdclust.stages.filter import filter_nouns
 
     store = Store(workdir / f"set-{seed}-{n}.h5")
     vocab = read_vocabulary(workdir / f"set-{seed}-{n}")

@@ -64,11 +64,11 @@ def prepare(seed: int, n: int, workdir: Path) -> Path:
     """Features, labels and candidate/prompt features of one set, as one .npz per aspect."""
     from quality import embedded_set, interest_file
 
-    from mdclust.candidates import candidates
+    from mdclust.core.features import load_image_features
+    from mdclust.core.textcache import text_features
     from mdclust.datasets import ASPECTS
-    from mdclust.features import load_image_features
-    from mdclust.textcache import text_features
-    from mdclust.train import prompt_for
+    from mdclust.stages.candidates import candidates
+    from mdclust.stages.train import prompt_for
 
     out = workdir / f"arrays-{seed}-{n}"
     if (out / "done").is_file():
@@ -102,8 +102,8 @@ class PromptEncoder:
         import torch
         from torch import nn
 
-        from mdclust.encoders import ClipEncoder, model_spec
-        from mdclust.train import prompt_for
+        from mdclust.core.encoders import ClipEncoder, model_spec
+        from mdclust.stages.train import prompt_for
 
         enc = ClipEncoder(model_spec("mdclust-tiny"), device="cpu")
         m = enc.model
@@ -144,10 +144,10 @@ def run_one(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from mdclust.core.metrics import scores
     from mdclust.methods.baselines import kmeans
     from mdclust.methods.multidproxy import MultiDProxyConfig
     from mdclust.methods.multidproxy_net import Fit
-    from mdclust.metrics import scores
 
     path, name, seed, epochs = job
     d = np.load(path)

@@ -44,8 +44,8 @@ def pixel_inputs():
 def run_pixels(seeds, epochs):
     from sklearn.cluster import KMeans
 
+    from mdclust.core.metrics import scores
     from mdclust.methods import pipcdr as pc
-    from mdclust.metrics import scores
 
     X, y = pixel_inputs()
     rows = {"k-means": [], "pipcdr": []}
@@ -78,12 +78,12 @@ def write_pngs(folder: Path) -> Path:
 
 
 def run_embedded(seeds, epochs, workdir: Path):
-    from mdclust.cluster import cluster, read_clustering
-    from mdclust.embed import embed
-    from mdclust.metrics import scores
-    from mdclust.store import Store
-    from mdclust.train import train
-    from mdclust.train_pipcdr import PipcdrConfig
+    from mdclust.core.metrics import scores
+    from mdclust.core.store import Store
+    from mdclust.stages.cluster import cluster, read_clustering
+    from mdclust.stages.embed import embed
+    from mdclust.stages.train import train
+    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     labels = write_pngs(workdir / "digits")
     store = Store(workdir / "digits.h5")

@@ -70,12 +70,12 @@ def write_pngs(images: np.ndarray, labels: np.ndarray, folder: Path) -> Path:
 
 
 def run(name: str, images: np.ndarray, labels: np.ndarray, seeds, workdir: Path) -> dict:
-    from mdclust.cluster import cluster
-    from mdclust.embed import embed
-    from mdclust.evaluate import evaluate
-    from mdclust.store import Store
-    from mdclust.train import train
-    from mdclust.train_pipcdr import PipcdrConfig
+    from mdclust.core.store import Store
+    from mdclust.stages.cluster import cluster
+    from mdclust.stages.embed import embed
+    from mdclust.stages.evaluate import evaluate
+    from mdclust.stages.train import train
+    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     folder = workdir / name
     csv = write_pngs(images, labels, folder)

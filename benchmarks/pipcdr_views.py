@@ -40,17 +40,17 @@ def main() -> None:
     args = ap.parse_args()
     if set(args.seeds) & set(TEST_SEEDS):
         raise SystemExit("dev seeds only: this script chooses a default")
-    from mdclust.candidates import candidates
-    from mdclust.cluster import cluster
+    from mdclust.core.features import load_image_features
+    from mdclust.core.metrics import scores
+    from mdclust.core.store import Store
     from mdclust.datasets import generate_shapes, read_vocabulary
-    from mdclust.embed import embed
-    from mdclust.evaluate import evaluate
-    from mdclust.features import load_image_features
     from mdclust.methods.baselines import kmeans
-    from mdclust.metrics import scores
-    from mdclust.store import Store
-    from mdclust.train import train, trained_features
-    from mdclust.train_pipcdr import PipcdrConfig
+    from mdclust.stages.candidates import candidates
+    from mdclust.stages.cluster import cluster
+    from mdclust.stages.embed import embed
+    from mdclust.stages.evaluate import evaluate
+    from mdclust.stages.train import train, trained_features
+    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -71,9 +71,9 @@ def word_stats(kept: list[str], candidates: list[str], present: list[str],
 def embedded_set(seed: int, n: int, workdir: Path):
     """Set ``seed`` of ``n`` images generated and embedded with mdclust-tiny (both kept in
     ``workdir`` and reused): its vocabulary.json and its store."""
+    from mdclust.core.store import Store
     from mdclust.datasets import generate_shapes, read_vocabulary
-    from mdclust.embed import embed
-    from mdclust.store import Store
+    from mdclust.stages.embed import embed
 
     images = workdir / f"set-{seed}-{n}"
     if not (images / "vocabulary.json").is_file():
@@ -84,14 +84,14 @@ def embedded_set(seed: int, n: int, workdir: Path):
 
 
 def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
-    from mdclust.candidates import candidates
-    from mdclust.cluster import cluster
+    from mdclust.core.errors import MdclustError
     from mdclust.datasets import ASPECTS
-    from mdclust.errors import MdclustError
-    from mdclust.evaluate import evaluate
-    from mdclust.filter import filter_nouns
     from mdclust.methods.multidproxy import config_for
-    from mdclust.train import train
+    from mdclust.stages.candidates import candidates
+    from mdclust.stages.cluster import cluster
+    from mdclust.stages.evaluate import evaluate
+    from mdclust.stages.filter import filter_nouns
+    from mdclust.stages.train import train
 
     vocab, store = embedded_set(seed, n, workdir)
     out: dict = {"seed": seed, "n": n, "present": {a: vocab[a]["present"] for a in ASPECTS},

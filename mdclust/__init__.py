@@ -17,15 +17,15 @@ are bound here once, after the modules load; reach a module itself through
 
 __version__ = "0.1.0"
 
-from .candidates import candidates  # noqa: E402
-from .cluster import cluster  # noqa: E402
-from .embed import embed  # noqa: E402
-from .errors import MdclustError, QualityGateFailed  # noqa: E402
-from .evaluate import evaluate, export_csv  # noqa: E402
-from .filter import filter_nouns  # noqa: E402
-from .info import info  # noqa: E402
-from .store import Store  # noqa: E402
-from .train import train  # noqa: E402
+from mdclust.core.errors import MdclustError, QualityGateFailed  # noqa: E402
+from mdclust.core.store import Store  # noqa: E402
+from mdclust.stages.candidates import candidates  # noqa: E402
+from mdclust.stages.cluster import cluster  # noqa: E402
+from mdclust.stages.embed import embed  # noqa: E402
+from mdclust.stages.evaluate import evaluate, export_csv  # noqa: E402
+from mdclust.stages.filter import filter_nouns  # noqa: E402
+from mdclust.stages.info import info  # noqa: E402
+from mdclust.stages.train import train  # noqa: E402
 
 __all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "cluster",
            "evaluate", "export_csv", "info", "Store", "MdclustError", "QualityGateFailed"]

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from mdclust import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Multiple clustering of image collections by user interest, "
@@ -40,7 +40,7 @@ def _command(fn):
     def wrapper(*args, **kwargs):
         import logging
 
-        from .errors import MdclustError
+        from mdclust.core.errors import MdclustError
 
         # open_clip logs through the root logger; without a handler Python would print its
         # warnings to stderr and break the one-line-error promise.
@@ -57,7 +57,7 @@ def _command(fn):
 
 
 def _store(path: Optional[Path]):
-    from .store import Store
+    from mdclust.core.store import Store
 
     return Store(path)
 
@@ -109,7 +109,7 @@ def embed(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Embed images with CLIP into the store (incremental and resumable)."""
-    from .embed import embed as run_embed
+    from mdclust.stages.embed import embed as run_embed
 
     st = _store(store)
     res = run_embed(images_dir, st, model=model, pretrained=pretrained, device=device,
@@ -144,7 +144,7 @@ def embed(
 def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
          quiet: bool = QuietOpt) -> None:
     """Summarise what a store holds."""
-    from .info import info as run_info
+    from mdclust.stages.info import info as run_info
 
     st = _store(store)
     if not st.exists():
@@ -211,7 +211,7 @@ def candidates(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Candidate words for an interest (LLM, WordNet or a file), stored with provenance."""
-    from .candidates import candidates as run_candidates
+    from mdclust.stages.candidates import candidates as run_candidates
 
     st = _store(store)
     res = run_candidates(st, interest, k=k, n=n, llm=llm, source=source, from_file=from_file,
@@ -258,7 +258,7 @@ def filter_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases)."""
-    from .filter import filter_nouns
+    from mdclust.stages.filter import filter_nouns
 
     res = filter_nouns(_store(store), interest, method=method, pool=pool, k=k,
                        clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr, batch=batch,
@@ -287,7 +287,7 @@ def cluster_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Cluster the images for an interest with a method; stores labels and features."""
-    from .cluster import cluster
+    from mdclust.stages.cluster import cluster
 
     res = cluster(_store(store), interest, method=method, k=k, seed=seed, model=model,
                   spherical=spherical, kappa=kappa)
@@ -378,20 +378,20 @@ def train_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Learn clustering features (Multi-DProxy, PIPCDR); resumable after an interruption."""
-    from .train import train
+    from mdclust.stages.train import train
 
     given = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("weight_decay", wd), ("batch", batch),
         ("sigma", sigma), ("checkpoint_every", checkpoint_every)) if value is not None}
     if method == "pipcdr":
-        from .train_pipcdr import PipcdrConfig
+        from mdclust.stages.train_pipcdr import PipcdrConfig
 
         given.update({name: value for name, value in (
             ("ema", ema), ("tau", tau), ("w_pip", w_pip), ("kmeans_every", kmeans_every),
             ("queue", queue)) if value is not None})
         cfg = PipcdrConfig(k=k, seed=seed, features=features, views=views, **given)
     else:
-        from .methods.multidproxy import config_for
+        from mdclust.methods.multidproxy import config_for
 
         given.update({name: value for name, value in (
             ("refine_every", refine_every), ("layers", layers), ("tau_alpha", tau_alpha),
@@ -441,8 +441,8 @@ def eval_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Score a clustering against ground truth: NMI, ARI, ACC, RI."""
-    from .errors import QualityGateFailed
-    from .evaluate import METRICS, evaluate
+    from mdclust.core.errors import QualityGateFailed
+    from mdclust.stages.evaluate import METRICS, evaluate
 
     try:
         res = evaluate(_store(store), interest, method=method, aspect=aspect, labels=labels,
@@ -473,7 +473,7 @@ def export_cmd(
     import csv
     import io
 
-    from .evaluate import export_csv
+    from mdclust.stages.evaluate import export_csv
 
     def warn(message: str) -> None:
         if not quiet:
@@ -512,7 +512,7 @@ def datasets_shapes(
 ) -> None:
     """One to four coloured objects on a patterned background: aspects color, shape,
     background, count and texture, each a random subset of a larger vocabulary."""
-    from .datasets import generate_shapes, read_vocabulary
+    from mdclust.datasets import generate_shapes, read_vocabulary
 
     labels = generate_shapes(out_dir, n=n, seed=seed, size=size, values=values)
     vocab = read_vocabulary(out_dir)
@@ -532,7 +532,7 @@ def models(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
            quiet: bool = QuietOpt) -> None:
     """List the open_clip model names that --model accepts (bundled configs included).
     (--store is accepted like everywhere, and not used.)"""
-    from .encoders import register_configs
+    from mdclust.core.encoders import register_configs
 
     register_configs()
     import open_clip

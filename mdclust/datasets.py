@@ -20,7 +20,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from .errors import MdclustError
+from mdclust.core.errors import MdclustError
 
 # Close pairs a user names apart (red/maroon, blue/navy, green/teal, yellow/olive) are on
 # purpose; neutral greys and white are not colours here because backgrounds are grey.

@@ -25,12 +25,12 @@ def zero_shot_accuracy(n: int = 1000, seed: int = 20_000, template: str = "a pho
                        workdir: Path | None = None) -> dict[str, float]:
     import numpy as np
 
+    from mdclust.core.encoders import ClipEncoder, model_spec
+    from mdclust.core.features import load_image_features
+    from mdclust.core.labels import read_labels_csv
+    from mdclust.core.store import Store
     from mdclust.datasets import VOCABULARY, generate_shapes
-    from mdclust.embed import embed
-    from mdclust.encoders import ClipEncoder, model_spec
-    from mdclust.features import load_image_features
-    from mdclust.labels import read_labels_csv
-    from mdclust.store import Store
+    from mdclust.stages.embed import embed
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp) / "images"

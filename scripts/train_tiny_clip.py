@@ -136,7 +136,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from mdclust.encoders import register_configs
+    from mdclust.core.encoders import register_configs
 
     global DEVICE
     DEVICE = args.device

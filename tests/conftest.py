@@ -32,8 +32,8 @@ def write_images(folder: Path, n: int, seed: int = 0, size=(40, 48), prefix="img
 
 def embedded_store(tmp_path: Path, n: int):
     """A real store with n random 24 px images embedded by the tiny random-weight test model."""
-    from mdclust.embed import embed
-    from mdclust.store import Store
+    from mdclust.core.store import Store
+    from mdclust.stages.embed import embed
 
     folder = tmp_path / "imgs"
     write_images(folder, n, size=(24, 24))

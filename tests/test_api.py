@@ -8,7 +8,7 @@ from conftest import TINY, write_images
 
 
 def test_import_is_light_and_exposes_the_stages():
-    code = ("import sys, mdclust.embed, mdclust.train, mdclust; "
+    code = ("import sys, mdclust.stages.embed, mdclust.stages.train, mdclust; "
             "assert 'torch' not in sys.modules and callable(mdclust.train); "
             "print(sorted(mdclust.__all__)); mdclust.Store")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

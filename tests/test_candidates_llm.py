@@ -5,10 +5,10 @@ import pytest
 from llm_server import FakeLLM
 from typer.testing import CliRunner
 
-from mdclust.candidates import candidates
 from mdclust.cli import app
-from mdclust.errors import MdclustError
-from mdclust.store import Store
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
+from mdclust.stages.candidates import candidates
 
 MODEL = "openai/test-model"
 SECRET = "sk-test-SECRET-4242"

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from mdclust.candidates import candidates, load_candidates, read_words_file
-from mdclust.candidates.parse import normalise, parse_items
-from mdclust.candidates.wordnet import all_nouns, interest_candidates, singular
-from mdclust.embed import embed
-from mdclust.errors import MdclustError
-from mdclust.store import Store
-from mdclust.textcache import text_features
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
+from mdclust.core.textcache import text_features
+from mdclust.stages.candidates import candidates, load_candidates, read_words_file
+from mdclust.stages.candidates.parse import normalise, parse_items
+from mdclust.stages.candidates.wordnet import all_nouns, interest_candidates, singular
+from mdclust.stages.embed import embed
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def test_text_cache_encodes_each_text_once(images, store_path):
     assert stats["encoded"] == 3 and a.shape == (4, 64)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-3)
     np.testing.assert_array_equal(a[0], a[3])
-    from mdclust.encoders import ClipEncoder, model_spec
+    from mdclust.core.encoders import ClipEncoder, model_spec
 
     enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
     b = text_features(st, ["green", "red"], stats=stats, encoder=enc)
@@ -101,7 +101,7 @@ def test_text_cache_encodes_each_text_once(images, store_path):
 
 
 def test_text_cache_resumes_after_interruption(images, store_path):
-    from mdclust.encoders import ClipEncoder, model_spec
+    from mdclust.core.encoders import ClipEncoder, model_spec
 
     st = Store(store_path)
     embed(images, st, model=TINY, pretrained="random", workers=0)
@@ -129,7 +129,7 @@ def test_text_cache_resumes_after_interruption(images, store_path):
 def test_trimmed_text_forward_equals_open_clip():
     import torch
 
-    from mdclust.encoders import ClipEncoder, model_spec
+    from mdclust.core.encoders import ClipEncoder, model_spec
 
     enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
     texts = ["A photo of a dog.", "x", "a much longer caption " * 5, "red"] * 3

@@ -9,7 +9,7 @@ from conftest import MDCLUST, TINY, write_images
 from typer.testing import CliRunner
 
 from mdclust.cli import app
-from mdclust.store import Store
+from mdclust.core.store import Store
 
 runner = CliRunner()
 TINY_ARGS = ["--model", TINY, "--pretrained", "random", "--workers", "0"]

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mdclust.cli import app
+from mdclust.core.errors import MdclustError
 from mdclust.datasets import (
     ASPECTS,
     DEFAULT_VALUES,
@@ -20,7 +21,6 @@ from mdclust.datasets import (
     render,
     samples,
 )
-from mdclust.errors import MdclustError
 
 
 def files_digest(folder):

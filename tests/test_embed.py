@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import TINY, write_images
 
-from mdclust.embed import embed
-from mdclust.encoders import ClipEncoder, model_spec
-from mdclust.errors import MdclustError
-from mdclust.features import load_image_features, resolve_model_key
-from mdclust.images import load_rgb
-from mdclust.store import Store
+from mdclust.core.encoders import ClipEncoder, model_spec
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import load_image_features, resolve_model_key
+from mdclust.core.images import load_rgb
+from mdclust.core.store import Store
+from mdclust.stages.embed import embed
 
 
 def run(images, store_path, **kw):

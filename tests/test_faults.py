@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import MDCLUST, TINY, embedded_store, write_images
 
-from mdclust.errors import MdclustError
-from mdclust.store import Store
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
 
 
 def run(*args, env=None, **kw):
@@ -69,7 +69,7 @@ def test_a_held_lock_is_named_and_given_up_on(small):
 
 def test_a_lock_released_in_time_lets_the_command_finish(small):
     holder = subprocess.Popen([os.sys.executable, "-c",
-                               "import sys, time; from mdclust.store import Store; "
+                               "import sys, time; from mdclust.core.store import Store; "
                                f"l = Store({str(small.path)!r}).lock(); l.__enter__(); "
                                "print('held', flush=True); time.sleep(8)"],
                               stdout=subprocess.PIPE, text=True)
@@ -196,7 +196,7 @@ def test_deep_images_decode_to_their_content_not_white_or_black(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from mdclust.images import load_rgb
+    from mdclust.core.images import load_rgb
 
     ramp = np.linspace(0, 1, 32 * 32).reshape(32, 32)
     Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "a.png")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from mdclust.core.metrics import scores
 from mdclust.methods import gradnorm as gn
 from mdclust.methods.baselines import kmeans, spherical_kmeans, zero_shot
-from mdclust.metrics import scores
 
 
 def unit(x, axis=-1):

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from mdclust.images import discover, load_rgb, sha256_file
+from mdclust.core.images import discover, load_rgb, sha256_file
 
 
 def test_discover_is_recursive_sorted_and_filtered(tmp_path):

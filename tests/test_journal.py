@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 
-from mdclust import journal
-from mdclust.store import Store
+from mdclust.core import journal
+from mdclust.core.store import Store
 
 
 def _dead_pid() -> int:

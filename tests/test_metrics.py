@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, rand_score
 
-from mdclust.metrics import accuracy, rand_index, scores
+from mdclust.core.metrics import accuracy, rand_index, scores
 
 
 def test_permuted_labels_are_perfect():

@@ -9,13 +9,14 @@ import pytest
 import torch
 from conftest import MDCLUST, embedded_store
 
-from mdclust.candidates import candidates
-from mdclust.candidates.wordnet import all_nouns
-from mdclust.errors import MdclustError
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
 from mdclust.methods import multidproxy as mdp
 from mdclust.methods import multidproxy_net as net
-from mdclust.store import Store
-from mdclust.train import TrainConfig, group_path, train
+from mdclust.stages.candidates import candidates
+from mdclust.stages.candidates.wordnet import all_nouns
+from mdclust.stages.train import TrainConfig, train
 
 
 def test_module_shapes_gates_and_lambda_in_range():
@@ -137,7 +138,7 @@ def cfg(**kw):
 def test_training_halves_candidates_and_stores_everything(small_store):
     res = train(small_store, "thing", config=cfg(), device="cpu")
     assert res.candidates_start == 96 and len(res.candidates) == 3
-    g = small_store.read_group(group_path("thing", "multidproxy"))
+    g = small_store.read_group(layout.trained("thing", "multidproxy"))
     rounds = np.asarray(g["history_round"])
     assert [int((rounds == r).sum()) for r in range(1, 6)] == [48, 24, 12, 6, 3]
     assert g["fused"].shape == (40, 64) and g["proxies"].shape == (40, 64)
@@ -158,14 +159,14 @@ def test_interrupted_run_resumes_to_the_same_result(small_store, tmp_path):
     assert list(small_store.path.parent.glob("s.h5.checkpoints/*.pt"))
     resumed = train(small_store, "thing", config=cfg(), device="cpu")
     assert resumed.resumed_from == 10
-    a = other.read_group(group_path("thing", "multidproxy"))
-    b = small_store.read_group(group_path("thing", "multidproxy"))
+    a = other.read_group(layout.trained("thing", "multidproxy"))
+    b = small_store.read_group(layout.trained("thing", "multidproxy"))
     np.testing.assert_allclose(a["fused"], b["fused"], atol=1e-5)
     assert a["candidates"] == b["candidates"]
 
 
 def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
-    from mdclust.train import LOSS_TIE, _silhouette
+    from mdclust.stages.train import LOSS_TIE, _silhouette
 
     res = train(small_store, "thing", config=cfg(restarts=3, seed=4), device="cpu")
     rows = res.restarts
@@ -174,7 +175,7 @@ def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
     lowest = min(r["final_loss"] for r in rows)
     tied = [r for r in rows if r["final_loss"] <= lowest + LOSS_TIE * abs(lowest)]
     assert res.seed == max(tied, key=lambda r: r["silhouette"])["seed"]
-    g = small_store.read_group(group_path("thing", "multidproxy"))
+    g = small_store.read_group(layout.trained("thing", "multidproxy"))
     assert g.attrs["params"]["chosen_seed"] == res.seed
     chosen = next(r for r in rows if r["seed"] == res.seed)
     assert _silhouette(np.asarray(g["fused"]), 3, 4) == pytest.approx(chosen["silhouette"],
@@ -183,13 +184,13 @@ def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
     single = Store(tmp_path / "single.h5")
     shutil.copy(small_store.path, single.path)
     train(single, "thing", config=cfg(seed=res.seed), device="cpu")
-    np.testing.assert_allclose(single.read_group(group_path("thing", "multidproxy"))["fused"],
+    np.testing.assert_allclose(single.read_group(layout.trained("thing", "multidproxy"))["fused"],
                                g["fused"], atol=1e-5)
     assert not any(tmp_path.glob("*.checkpoints/*.pt"))
 
 
 def test_pick_restart_prefers_low_loss_then_silhouette():
-    from mdclust.train import _pick_restart
+    from mdclust.stages.train import _pick_restart
 
     rows = [{"seed": s, "final_loss": loss, "silhouette": sil} for s, loss, sil in
             ((0, 1.72, 0.45), (1, 1.55, 0.39), (2, 1.551, 0.42), (3, 1.60, 0.90))]
@@ -244,8 +245,8 @@ def test_kill9_then_rerun_resumes(small_store, tmp_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["resumed_from"] > 0 and res["candidates"] == ref.candidates
-    a = other.read_group(group_path("thing", "multidproxy"))["fused"]
-    b = small_store.read_group(group_path("thing", "multidproxy"))["fused"]
+    a = other.read_group(layout.trained("thing", "multidproxy"))["fused"]
+    b = small_store.read_group(layout.trained("thing", "multidproxy"))["fused"]
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
@@ -286,7 +287,7 @@ def test_cli_defaults_are_the_config_defaults_and_preset_paper_is_literal(small_
         out = subprocess.run([MDCLUST, *base, *extra], capture_output=True, text=True,
                              timeout=300)
         assert out.returncode == 0, out.stderr
-        params = small_store.attrs(group_path("thing", "multidproxy"))["params"]
+        params = small_store.attrs(layout.trained("thing", "multidproxy"))["params"]
         want = asdict(MultiDProxyConfig(k=3, epochs=8, refine_every=4, batch=16, **expected))
         assert {f: params[f] for f in want} == want
     bad = subprocess.run([MDCLUST, *base, "--preset", "literal"], capture_output=True,

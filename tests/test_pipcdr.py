@@ -7,15 +7,15 @@ import torch
 from conftest import MDCLUST, TINY, embedded_store
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
-from mdclust.cluster import cluster
-from mdclust.embed import embed
-from mdclust.errors import MdclustError
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
 from mdclust.methods import pipcdr as pc
 from mdclust.methods.baselines import kmeans, spherical_kmeans
-from mdclust.store import Store
-from mdclust.train import group_path, train
-from mdclust.train_pipcdr import PipcdrConfig
-from mdclust.views import group_path as views_path
+from mdclust.stages.cluster import cluster
+from mdclust.stages.embed import embed
+from mdclust.stages.train import train
+from mdclust.stages.train_pipcdr import PipcdrConfig
 
 
 def mixture(n_per=60, k=4, d=16, spread=0.35, seed=0):
@@ -129,7 +129,7 @@ def cfg(**kw):
 def test_default_makes_the_image_views_it_needs(store, tmp_path):
     res = train(store, None, method="pipcdr", config=cfg(), device="cpu")
     assert res.augmentation == "stored views crop+flip x8 (made now: none were stored)"
-    g = store.read_group(views_path(f"{TINY}@random", ("crop", "flip")))
+    g = store.read_group(layout.views(f"{TINY}@random", "crop+flip"))
     assert g["vectors"].shape == (24, 8, 64)
     again = train(store, None, method="pipcdr", config=cfg(), device="cpu")
     assert again.augmentation == "stored views crop+flip x8"  # made once, then reused
@@ -139,8 +139,8 @@ def test_train_cluster_without_interest(store, tmp_path):
     (tmp_path / "imgs").rename(tmp_path / "moved")  # no images to make views from
     res = train(store, None, method="pipcdr", config=cfg(), device="cpu")
     assert res.interest is None and res.augmentation.startswith("feature-space")
-    assert store.read_group(views_path(f"{TINY}@random", ("crop", "flip"))) is None
-    g = store.read_group(group_path(None, "pipcdr"))
+    assert store.read_group(layout.views(f"{TINY}@random", "crop+flip")) is None
+    g = store.read_group(layout.trained(None, "pipcdr"))
     assert g["features"].shape == (24, 32)
     np.testing.assert_allclose(np.linalg.norm(g["features"], axis=1), 1.0, atol=1e-5)
     assert len(g["curve_loss"]) == 6 and g.attrs["params"]["augmentation"] == res.augmentation
@@ -169,7 +169,7 @@ def test_embed_views_are_stored_deterministic_and_used(store, tmp_path):
     res = embed(folder, store, model=TINY, pretrained="random", workers=0, views=3,
                 augment="crop,flip")
     assert res.embedded == 0 and res.views_embedded == 24
-    g = store.read_group(views_path(f"{TINY}@random", ("crop", "flip")))
+    g = store.read_group(layout.views(f"{TINY}@random", "crop+flip"))
     assert g["vectors"].shape == (24, 3, 64) and g.attrs["views"] == 3
     feats = store.read_group(f"features/{TINY}@random")
     plain = dict(zip(feats["sha256"], feats["vectors"].astype(np.float32)))
@@ -182,13 +182,13 @@ def test_embed_views_are_stored_deterministic_and_used(store, tmp_path):
     fresh = Store(tmp_path / "fresh.h5")
     embed(folder, fresh, model=TINY, pretrained="random", workers=0, views=3,
           augment="crop,flip")
-    g2 = fresh.read_group(views_path(f"{TINY}@random", ("crop", "flip")))
+    g2 = fresh.read_group(layout.views(f"{TINY}@random", "crop+flip"))
     order = {s: i for i, s in enumerate(g2["sha256"])}
     np.testing.assert_array_equal(V, g2["vectors"][[order[s] for s in g["sha256"]]])
 
     sorted(folder.rglob("*.png"))[0].unlink()
     embed(folder, store, model=TINY, pretrained="random", workers=0)  # views=0 keeps the set
-    assert store.read_group(views_path(f"{TINY}@random", ("crop", "flip")))["vectors"].shape \
+    assert store.read_group(layout.views(f"{TINY}@random", "crop+flip"))["vectors"].shape \
         == (23, 3, 64)
     res = train(store, None, method="pipcdr", config=cfg(), device="cpu")
     assert res.augmentation == "stored views crop+flip x3"
@@ -198,7 +198,7 @@ def test_features_of_another_clustering(store):
     cluster(store, "shade", method="kmeans", k=3)
     res = train(store, None, method="pipcdr", config=cfg(features="shade:kmeans"), device="cpu")
     assert res.interest == "shade" and "not of shade:kmeans" in res.augmentation
-    assert store.read_group(group_path("shade", "pipcdr"))["features"].shape == (24, 32)
+    assert store.read_group(layout.trained("shade", "pipcdr"))["features"].shape == (24, 32)
     with pytest.raises(MdclustError, match="--features images only"):
         train(store, None, method="pipcdr", config=cfg(features="shade:kmeans", views="crop"),
               device="cpu")

@@ -97,7 +97,7 @@ def test_tac_sic_and_kmeans_run_and_are_scored(demo):
 def test_filter_never_reads_labels(demo, tmp_path):
     copy = tmp_path / "nolabels.h5"
     shutil.copy(demo, copy)
-    from mdclust.store import Store
+    from mdclust.core.store import Store
 
     with Store(copy).transaction() as txn:
         txn.delete("labels")
@@ -158,7 +158,7 @@ def test_bad_input_is_exit_2_and_leaves_the_store(demo, args, message):
 def test_eval_without_any_ground_truth(tmp_path, demo):
     copy = tmp_path / "nolabels.h5"
     shutil.copy(demo, copy)
-    from mdclust.store import Store
+    from mdclust.core.store import Store
 
     with Store(copy).transaction() as txn:
         txn.delete("labels")

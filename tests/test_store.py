@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mdclust.errors import MdclustError
-from mdclust.store import SCHEMA_ATTR, SCHEMA_VERSION, Store
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import SCHEMA_ATTR, SCHEMA_VERSION, Store
 
 
 def digest(path):
@@ -87,7 +87,7 @@ def test_rejects_files_that_are_not_stores(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from mdclust.store import Store
+    from mdclust.core.store import Store
     st = Store(sys.argv[1])
     i = 0
     while True:
@@ -124,7 +124,7 @@ def test_sigkill_during_commits_never_corrupts(store_path):
 
 
 def test_older_schema_is_upgraded_by_its_migration(store_path, monkeypatch):
-    import mdclust.store as store_mod
+    import mdclust.core.store as store_mod
 
     with Store(store_path).transaction() as txn:
         txn.put_group("images", {"path": ["a.png"]})

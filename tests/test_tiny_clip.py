@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from mdclust.encoders import BUNDLED_WEIGHTS, ClipEncoder, model_spec
+from mdclust.core.encoders import BUNDLED_WEIGHTS, ClipEncoder, model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"color": 0.95, "shape": 0.85, "background": 0.95, "count": 0.95, "texture": 0.95}

@@ -2,9 +2,9 @@
 dual-constraint optimisation and dynamic candidate management, on cached CLIP features.
 
 This module holds what needs no torch (settings, schedules, candidate management); the network,
-losses and the training loop on arrays are in multidproxy_net.py, and mdclust/train.py adds the
-store, checkpoints and restarts. docs/methods/multidproxy.md lists every choice the paper leaves
-open and the measurement behind it.
+losses and the training loop on arrays are in multidproxy_net.py, and mdclust/stages/train.py
+adds the store, checkpoints and restarts. docs/methods/multidproxy.md lists every choice the
+paper leaves open and the measurement behind it.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ PRESETS = {"recommended": {}, "paper": PAPER}
 def config_for(k: int, preset: str = "recommended", **given) -> MultiDProxyConfig:
     """A configuration: the preset's values, then every setting given explicitly."""
     if preset not in PRESETS:
-        from ..errors import MdclustError
+        from mdclust.core.errors import MdclustError
 
         raise MdclustError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     return MultiDProxyConfig(k=k, **{**PRESETS[preset], **given})
@@ -121,7 +121,7 @@ def refine_candidates(proxies: np.ndarray, C: np.ndarray, keep: int, k: int, see
     """Dynamic candidate management: k-means of the proxies into M groups, score every
     candidate by its cosine to the M centroids — averaged (the paper) or, with
     ``score="max"``, its best one — and keep the ``keep`` best (indices, sorted)."""
-    from .baselines import kmeans
+    from mdclust.methods.baselines import kmeans
 
     labels = kmeans(proxies, k, seed=seed, n_init=3)
     mu = np.stack([proxies[labels == j].mean(0) for j in range(k) if np.any(labels == j)])

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .multidproxy import (
+from mdclust.methods.multidproxy import (
     LAYERS,
     SIGMA,
     TAU_ALPHA,

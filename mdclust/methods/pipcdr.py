@@ -174,7 +174,7 @@ class Trainer:
 
     def refresh_labels(self) -> float:
         """First M-step: spherical k-means of the target features; returns the changed share."""
-        from .baselines import spherical_kmeans
+        from mdclust.methods.baselines import spherical_kmeans
 
         emb = self.model.embed(self.X).cpu().numpy()
         new = spherical_kmeans(emb, self.k, seed=self.seed + self.epoch, n_init=3)

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from .errors import MdclustError
+from mdclust.core.errors import MdclustError
 
 
 def _rows(csv_path: Path):

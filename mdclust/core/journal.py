@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MdclustError
-from .store import Store
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
 
 
 def write_batch(store: Store, kind: str, **arrays: np.ndarray) -> Path:

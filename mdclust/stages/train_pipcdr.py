@@ -4,7 +4,7 @@ The input is the plain image features (``--features images``) or the features an
 produced for an interest (``--features color:multidproxy``, ``color:gradnorm``...). Two views
 per image and step come from the stored augmented views (`mdclust embed --views V`) when the
 input is image features and views exist; otherwise from feature-space augmentation, which the
-result says. Checkpoints as for Multi-DProxy (mdclust/checkpoint.py).
+result says. Checkpoints as for Multi-DProxy (mdclust/core/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import views as views_mod
-from .checkpoint import Checkpoint
-from .errors import MdclustError
-from .features import load_image_features
-from .methods import pipcdr as pc
-from .progress import progress_bar
-from .store import Store
+from mdclust.core import layout
+from mdclust.core.checkpoint import Checkpoint
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import load_image_features
+from mdclust.core.progress import progress_bar
+from mdclust.core.store import Store
+from mdclust.methods import pipcdr as pc
+from mdclust.stages import views as views_mod
 
 
 @dataclass
@@ -70,9 +71,9 @@ def input_features(store: Store, interest: str | None, spec: str, model: str | N
                            "(e.g. color:multidproxy)")
     if interest is not None and interest != source:
         raise MdclustError(f"--interest {interest!r} but --features names {source!r}")
-    from .candidates import validate_interest
-    from .cluster import clustering_features, get_method, read_clustering
-    from .train import trained_features
+    from mdclust.stages.candidates import validate_interest
+    from mdclust.stages.cluster import clustering_features, get_method, read_clustering
+    from mdclust.stages.train import trained_features
 
     source = validate_interest(source)
     m = get_method(method)
@@ -119,11 +120,11 @@ def _make_views(store: Store, key: str, show_progress: bool) -> bool:
     feature-space noise, which measured worse than k-means on its own input (digits embedded
     by mdclust-tiny: NMI 0.197 against 0.229); stored views are what its gain comes from."""
     root = store.attrs("images").get("root")
-    attrs = store.attrs(f"features/{key}")
+    attrs = store.attrs(layout.features(key))
     if not root or not Path(root).is_dir() or not attrs.get("model"):
         return False
-    from .embed import embed
-    from .encoders import model_spec
+    from mdclust.core.encoders import model_spec
+    from mdclust.stages.embed import embed
 
     try:  # the same weights only: other weights would add a second feature set
         if model_spec(attrs["model"], attrs.get("pretrained")).key != key:
@@ -139,14 +140,14 @@ def _make_views(store: Store, key: str, show_progress: bool) -> bool:
 def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, device: str = "auto",
                  model: str | None = None, show_progress: bool = False,
                  stop_after: int | None = None):
-    from .cluster import resolve_k
-    from .train import TrainResult, group_path
+    from mdclust.stages.cluster import resolve_k
+    from mdclust.stages.train import TrainResult
 
     t0 = time.perf_counter()
     store.validate()
     store.check_writable()  # before the work, not at commit
     if interest is not None:
-        from .candidates import validate_interest
+        from mdclust.stages.candidates import validate_interest
 
         interest = validate_interest(interest)
     _validate(cfg)
@@ -159,7 +160,7 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, devic
         interest, paths, X, key, shas = input_features(store, interest, cfg.features, key)
         views, how = _views(store, cfg, key, shas, X)
 
-    from .encoders import resolve_device
+    from mdclust.core.encoders import resolve_device
 
     dev = resolve_device(device)
     trainer = pc.Trainer(X, cfg.k, views, device=dev, **cfg.model_kwargs())
@@ -192,7 +193,7 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, devic
     params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how}
     curves = {f"curve_{n}": np.array(v, dtype=np.float64) for n, v in trainer.curves.items()}
     with store.transaction() as txn:
-        txn.put_group(group_path(interest, "pipcdr"), {
+        txn.put_group(layout.trained(interest, "pipcdr"), {
             "path": paths, "features": features.astype(np.float32),
             "pseudo_label": trainer.labels.cpu().numpy().astype(np.int32), **curves,
         }, {"method": "pipcdr", "params": params, "resumed_from": result.resumed_from})

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import MdclustError
-from .parse import normalise, parse_items
+from mdclust.core.errors import MdclustError
+from mdclust.stages.candidates.parse import normalise, parse_items
 
 SYSTEM = ("You help cluster image collections by a user's interest. You answer with a JSON array "
           "of strings and nothing else.")

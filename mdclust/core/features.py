@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MdclustError
-from .store import Store
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store
 
 
 @dataclass
@@ -47,7 +48,7 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
     key = resolve_model_key(store, model)
     with store.snapshot() as snap:
         images = snap.read_group("images")
-        feats = snap.read_group(f"features/{key}")
+        feats = snap.read_group(layout.features(key))
     index = {s: i for i, s in enumerate(feats["sha256"])}
     missing = [p for p, s in zip(images["path"], images["sha256"]) if s not in index]
     if missing:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import journal
-from . import views as views_mod
-from .encoders import ModelSpec, model_spec
-from .errors import MdclustError
-from .images import FileEntry, discover, load_rgb, sha256_file
-from .labels import read_labels_csv
-from .progress import progress_bar
-from .store import Store, Transaction
+from mdclust.core import journal, layout
+from mdclust.core.encoders import ModelSpec, model_spec
+from mdclust.core.errors import MdclustError
+from mdclust.core.images import FileEntry, discover, load_rgb, sha256_file
+from mdclust.core.labels import read_labels_csv
+from mdclust.core.progress import progress_bar
+from mdclust.core.store import Store, Transaction
+from mdclust.stages import views as views_mod
 
 EMPTY_REASON = "empty file"
 
@@ -92,8 +92,8 @@ def _known_state(store: Store, key: str) -> _Known:
     records: dict[str, tuple[int, float, str, str]] = {}
     with store.snapshot() as snap:
         images = snap.read_group("images")
-        skipped = snap.read_group("skipped")
-        feats = snap.read_group(f"features/{key}")
+        skipped = snap.read_group(layout.SKIPPED)
+        feats = snap.read_group(layout.features(key))
         root = images.attrs.get("root") if images else None
     if images:
         for p, s, m, h in zip(images["path"], images["size"], images["mtime"], images["sha256"]):
@@ -198,7 +198,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
             done = views_mod.stored(store, spec.key, augment, views)
             view_items = [(sha, f) for sha, f in first.items() if sha not in done]
         if todo or view_items:
-            from .encoders import ClipEncoder
+            from mdclust.core.encoders import ClipEncoder
 
             result.model_loaded = True
             encoder = ClipEncoder(spec, device=device, precision=precision,
@@ -285,7 +285,7 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
     live = {sha for _, sha in rows}
 
     for key in sorted(set(txn.children("features")) | set(jfeats)):
-        old = txn.read_group(f"features/{key}")
+        old = txn.read_group(layout.features(key))
         shas = list(old["sha256"]) if old else []
         vecs = [old["vectors"]] if old else []
         attrs = dict(old.attrs) if old else {}
@@ -301,20 +301,20 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
             continue  # nothing new, nothing dropped: the stored group stands as it is
         matrix = np.concatenate(vecs, axis=0)
         if not keep:
-            txn.delete(f"features/{key}")
+            txn.delete(layout.features(key))
             continue
         attrs["dim"] = int(matrix.shape[1])
         attrs.pop("time", None)
-        txn.put_group(f"features/{key}", {"sha256": [shas[i] for i in keep],
+        txn.put_group(layout.features(key), {"sha256": [shas[i] for i in keep],
                                           "vectors": matrix[keep].astype(np.float16)}, attrs)
 
-    txn.put_group("images", {
+    txn.put_group(layout.IMAGES, {
         "path": [e.path for e, _ in rows],
         "size": np.array([e.size for e, _ in rows], dtype=np.int64),
         "mtime": np.array([e.mtime for e, _ in rows], dtype=np.float64),
         "sha256": [s for _, s in rows],
     }, {"root": str(root)})
-    txn.put_group("skipped", {
+    txn.put_group(layout.SKIPPED, {
         "path": [e.path for e, _, _ in skipped],
         "size": np.array([e.size for e, _, _ in skipped], dtype=np.int64),
         "mtime": np.array([e.mtime for e, _, _ in skipped], dtype=np.float64),
@@ -336,7 +336,7 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
         for aspect, col in label_table.items():
             data[aspect] = [col.get(p, "") for p in valid]
             result.labels_missing += sum(1 for p in valid if p not in col)
-        txn.put_group("labels", data, {"aspects": list(label_table)})
+        txn.put_group(layout.LABELS, data, {"aspects": list(label_table)})
         result.labels_aspects = list(label_table)
         result.labels_unknown = unknown
     return merged, live

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import journal
-from .errors import MdclustError
-from .images import load_rgb
-from .store import Store, Transaction
+from mdclust.core import journal, layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.images import load_rgb
+from mdclust.core.store import Store, Transaction
 
 JOURNAL_KIND = "views"
 DEFAULT_AUGMENT = "crop,flip"
@@ -52,10 +52,6 @@ def parse_augment(spec: str) -> tuple[str, ...]:
 
 def set_name(names: tuple[str, ...]) -> str:
     return "+".join(names)
-
-
-def group_path(model_key: str, names: tuple[str, ...]) -> str:
-    return f"views/{model_key}/{set_name(names)}"
 
 
 def _seed(sha: str, j: int) -> int:
@@ -101,11 +97,12 @@ def _collate(items):
 def stored(store: Store, key: str, names: tuple[str, ...], views: int) -> set[str]:
     """Content hashes whose V views are already stored or journalled."""
     done: set[str] = set()
-    g = store.read_group(group_path(key, names))
+    path = layout.views(key, set_name(names))
+    g = store.read_group(path)
     if g is not None and g.attrs.get("views") == views:
         done.update(g["sha256"])
     for _, z in journal.read_batches(store, JOURNAL_KIND):
-        if str(z["group"]) == group_path(key, names) and z["vectors"].shape[1:2] == (views,):
+        if str(z["group"]) == path and z["vectors"].shape[1:2] == (views,):
             done.update(str(s) for s in z["sha"])
     return done
 
@@ -115,7 +112,7 @@ def run(store: Store, encoder, items: list[tuple[str, Path]], names: tuple[str, 
     """Encode and journal the views of ``items`` (sha, file; see stored()); returns how many."""
     from torch.utils.data import DataLoader
 
-    path = group_path(encoder.spec.key, names)
+    path = layout.views(encoder.spec.key, set_name(names))
     todo = items
     size = encoder.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -140,8 +137,8 @@ def commit(txn: Transaction, store: Store, live: set[str]) -> list[Path]:
     """Merge journalled views into their groups, keeping only images still in the store."""
     batches = journal.read_batches(store, JOURNAL_KIND)
     paths = {str(z["group"]) for _, z in batches}
-    for key in txn.children("views"):
-        paths.update(f"views/{key}/{s}" for s in txn.children(f"views/{key}"))
+    for key in txn.children(layout.VIEWS):
+        paths.update(layout.views(key, s) for s in txn.children(layout.views(key)))
     for path in sorted(paths):
         old = txn.read_group(path)
         new = [z for _, z in batches if str(z["group"]) == path]
@@ -166,7 +163,7 @@ def commit(txn: Transaction, store: Store, live: set[str]) -> list[Path]:
 
 
 def available(store: Store, key: str) -> list[str]:
-    return store.children(f"views/{key}")
+    return store.children(layout.views(key))
 
 
 def load(store: Store, key: str, shas: list[str], which: str = "auto"
@@ -186,7 +183,7 @@ def load(store: Store, key: str, shas: list[str], which: str = "auto"
         raise MdclustError(f"no {which} views for {key}; run `mdclust embed DIR --views V "
                            f"--augment {which.replace('+', ',')}` first"
                            + (f" (stored: {', '.join(sets)})" if sets else ""))
-    g = store.read_group(f"views/{key}/{which}")
+    g = store.read_group(layout.views(key, which))
     index = {s: i for i, s in enumerate(g["sha256"])}
     missing = [s for s in shas if s not in index]
     if missing:

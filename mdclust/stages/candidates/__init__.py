@@ -11,8 +11,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import MdclustError
-from ..store import Store, StoreLike, as_store, now_iso
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.store import Store, StoreLike, as_store, now_iso
 
 SOURCES = ("llm", "wordnet", "wordnet-all", "file")
 # Multi-DProxy starts from 2**beta * M candidates with beta = E / R = 1000 / 200 (paper defaults).
@@ -51,10 +52,6 @@ def validate_interest(interest: str | None) -> str:
     return name
 
 
-def group_path(interest: str) -> str:
-    return f"interests/{interest}/candidates"
-
-
 def default_n(k: int | None) -> int:
     return (2 ** MULTIDPROXY_BETA) * k if k else DEFAULT_N
 
@@ -77,7 +74,7 @@ def read_words_file(path: str | Path) -> list[str]:
 def load_candidates(store: Store, interest: str) -> list[str]:
     """The stored list for ``interest``; a clear error if there is none."""
     interest = validate_interest(interest)
-    g = store.read_group(group_path(interest))
+    g = store.read_group(layout.candidates(interest))
     if g is None or not g["word"]:
         known = store.children("interests")
         raise MdclustError(f"no candidates for interest {interest!r}; run `mdclust candidates "
@@ -110,14 +107,14 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
     store.validate()
     store.check_writable()  # before the work, not at commit
     with store.snapshot() as snap:
-        n_images = (snap.shape("images/path") or (None,))[0]
+        n_images = (snap.shape(layout.IMAGE_PATHS) or (None,))[0]
     if k is not None and n_images is not None and k > n_images:
         raise MdclustError(f"--k {k} is more than the number of images ({n_images}); "
                            "k is the number of clusters")
     request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
                "file": str(Path(from_file).resolve()) if from_file else ""}
 
-    old = store.read_group(group_path(interest))
+    old = store.read_group(layout.candidates(interest))
     if old is not None and not refresh and old.attrs.get("request") == request:
         result = CandidateResult(interest, list(old["word"]), kind, llm or "", n_req,
                                  cached=True, short_by=int(old.attrs.get("short_by", 0)))
@@ -132,9 +129,9 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
                  "api_base": api_base or "", "rounds": result.rounds, "fetched": now_iso(),
                  **result.extra}
         with store.transaction() as txn:
-            txn.put_group(group_path(interest), {"word": result.words}, attrs)
+            txn.put_group(layout.candidates(interest), {"word": result.words}, attrs)
     if encode and store.children("features"):
-        from ..textcache import DEFAULT_TEMPLATE, text_features
+        from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 
         stats: dict = {}
         text_features(store, result.words, template or DEFAULT_TEMPLATE, model=model,
@@ -145,11 +142,11 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
 
 def _fetch(kind, interest, n, llm, from_file, context, api_base, timeout, retries,
            rounds) -> CandidateResult:
-    from . import wordnet
-    from .parse import normalise
+    from mdclust.stages.candidates import wordnet
+    from mdclust.stages.candidates.parse import normalise
 
     if kind == "llm":
-        from .llm import ask_llm
+        from mdclust.stages.candidates.llm import ask_llm
 
         ans = ask_llm(interest, n, llm, context=context, api_base=api_base, timeout=timeout,
                       retries=retries, rounds=rounds, singular=wordnet.singular)

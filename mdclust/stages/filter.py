@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .candidates import load_candidates, validate_interest
-from .errors import MdclustError
-from .features import load_image_features
-from .methods import FILTER_TO_METHOD
-from .methods import gradnorm as gn
-from .store import StoreLike, as_store
-from .textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import load_image_features
+from mdclust.core.store import StoreLike, as_store
+from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.methods import FILTER_TO_METHOD
+from mdclust.methods import gradnorm as gn
+from mdclust.stages.candidates import load_candidates, validate_interest
 
 POOLS = ("candidates", "wordnet-all")
 
@@ -36,12 +37,8 @@ class FilterResult:
         return {**asdict(self), "count": len(self.selected)}
 
 
-def group_path(interest: str, method: str) -> str:
-    return f"interests/{interest}/filter/{method}"
-
-
 def pseudo_labels(E: np.ndarray, C: int, seed: int) -> np.ndarray:
-    from .methods.baselines import kmeans
+    from mdclust.methods.baselines import kmeans
 
     return kmeans(E, C, seed=seed, n_init=3)
 
@@ -67,9 +64,9 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     n = len(feats.paths)
     if pool == "candidates":
         words = load_candidates(store, interest)
-        k = k or store.attrs(f"interests/{interest}/candidates").get("k")
+        k = k or store.attrs(layout.candidates(interest)).get("k")
     else:
-        from .candidates.wordnet import all_nouns
+        from mdclust.stages.candidates.wordnet import all_nouns
 
         words = all_nouns()
     if clusters is None:
@@ -99,7 +96,7 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
               "min_steps": min_steps, "seed": seed, "template": template,
               "model_key": feats.key, "images": n}
     with store.transaction() as txn:
-        txn.put_group(group_path(interest, method), {
+        txn.put_group(layout.filtered(interest, method), {
             "noun": result.selected,
             "score": np.array(result.scores, dtype=np.float64),
             "pseudo_class": assign[keep].astype(np.int32),

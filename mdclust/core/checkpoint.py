@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .store import Store
+from mdclust.core.store import Store
 
 
 class Checkpoint:

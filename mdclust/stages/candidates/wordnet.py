@@ -7,9 +7,9 @@ import functools
 import warnings
 from pathlib import Path
 
-from ..errors import MdclustError
+from mdclust.core.errors import MdclustError
 
-NLTK_DATA = Path(__file__).resolve().parents[1] / "data" / "nltk_data"
+NLTK_DATA = Path(__file__).resolve().parents[2] / "data" / "nltk_data"
 
 
 @functools.lru_cache(maxsize=1)

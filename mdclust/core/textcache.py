@@ -13,12 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from . import journal
-from .encoders import BUNDLED_WEIGHTS, ModelSpec, model_spec
-from .errors import MdclustError
-from .features import resolve_model_key
-from .progress import progress_bar
-from .store import Store
+from mdclust.core import journal, layout
+from mdclust.core.encoders import BUNDLED_WEIGHTS, ModelSpec, model_spec
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import resolve_model_key
+from mdclust.core.progress import progress_bar
+from mdclust.core.store import Store
 
 DEFAULT_TEMPLATE = "A photo of a {}."
 
@@ -34,7 +34,7 @@ def validate_template(template: str) -> None:
 
 def spec_for_key(store: Store, key: str) -> ModelSpec:
     """The model that produced the image features under ``key`` (text must come from it too)."""
-    attrs = store.attrs(f"features/{key}")
+    attrs = store.attrs(layout.features(key))
     if not attrs:
         raise MdclustError(f"no features {key!r} in {store.path}")
     pretrained = attrs["pretrained"]
@@ -49,7 +49,7 @@ def spec_for_key(store: Store, key: str) -> ModelSpec:
 
 
 def _group(key: str, template: str) -> str:
-    return f"text_features/{key}/{template_id(template)}"
+    return layout.text_features(key, template_id(template))
 
 
 def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TEMPLATE, *,
@@ -69,7 +69,7 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
         stats.update(encoded=len(missing), model_key=key)
     if missing:
         if encoder is None:
-            from .encoders import ClipEncoder
+            from mdclust.core.encoders import ClipEncoder
 
             encoder = ClipEncoder(spec_for_key(store, key), device=device)
         with progress_bar(show_progress, unit="texts") as bar:

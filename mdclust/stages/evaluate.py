@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidates import validate_interest
-from .cluster import clustering_features, read_clustering
-from .errors import MdclustError, QualityGateFailed
-from .labels import read_labels_csv
-from .methods.baselines import kmeans
-from .metrics import scores
-from .store import Store, StoreLike, as_store
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError, QualityGateFailed
+from mdclust.core.labels import read_labels_csv
+from mdclust.core.metrics import scores
+from mdclust.core.store import Store, StoreLike, as_store
+from mdclust.methods.baselines import kmeans
+from mdclust.stages.candidates import validate_interest
+from mdclust.stages.cluster import clustering_features, read_clustering
 
 METRICS = ("nmi", "ari", "acc", "ri")
 
@@ -30,7 +31,7 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
         root = store.attrs("images").get("root")
         table = read_labels_csv(labels_csv, Path(root) if root else None)
     else:
-        g = store.read_group("labels")
+        g = store.read_group(layout.LABELS)
         if g is None:
             raise MdclustError("no ground truth: pass --labels CSV, or embed with --labels")
         table = {a: dict(zip(g["path"], g[a])) for a in g.attrs.get("aspects", [])}

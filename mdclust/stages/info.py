@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import journal
-from .store import StoreLike, as_store
+from mdclust.core import journal, layout
+from mdclust.core.store import StoreLike, as_store
 
 
 def info(store: StoreLike = None) -> dict[str, Any]:
@@ -13,20 +13,20 @@ def info(store: StoreLike = None) -> dict[str, Any]:
     store.validate()
     with store.snapshot() as snap:
         root_attrs = snap.attrs("/")
-        images = snap.shape("images/path")
-        skipped = snap.read_group("skipped")
+        images = snap.shape(layout.IMAGE_PATHS)
+        skipped = snap.read_group(layout.SKIPPED)
         models = []
-        for key in snap.children("features"):
-            a = snap.attrs(f"features/{key}")
+        for key in snap.children(layout.FEATURES):
+            a = snap.attrs(layout.features(key))
             models.append({"key": key, "model": a.get("model"), "pretrained": a.get("pretrained"),
-                           "dim": a.get("dim"), "rows": (snap.shape(f"features/{key}/sha256")
-                                                         or (0,))[0],
+                           "dim": a.get("dim"),
+                           "rows": (snap.shape(layout.features(key) + "/sha256") or (0,))[0],
                            "time": a.get("time")})
-        label_attrs = snap.attrs("labels")
+        label_attrs = snap.attrs(layout.LABELS)
         interests = {}
-        for name in snap.children("interests"):
-            interests[name] = {"stages": snap.children(f"interests/{name}")}
-        root = snap.attrs("images").get("root")
+        for name in snap.children(layout.INTERESTS):
+            interests[name] = {"stages": snap.children(layout.interest(name))}
+        root = snap.attrs(layout.IMAGES).get("root")
     pending = len(journal.batch_files(store))
     return {
         "store": str(store.path),

@@ -13,15 +13,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .candidates import load_candidates, validate_interest
-from .checkpoint import Checkpoint
-from .errors import MdclustError
-from .features import load_image_features
-from .methods import multidproxy as mdp
-from .methods.multidproxy import MultiDProxyConfig
-from .progress import progress_bar
-from .store import Store, StoreLike, as_store
-from .textcache import text_features
+from mdclust.core import layout
+from mdclust.core.checkpoint import Checkpoint
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import load_image_features
+from mdclust.core.progress import progress_bar
+from mdclust.core.store import Store, StoreLike, as_store
+from mdclust.core.textcache import text_features
+from mdclust.methods import multidproxy as mdp
+from mdclust.methods.multidproxy import MultiDProxyConfig
+from mdclust.stages.candidates import load_candidates, validate_interest
 
 TRAINED_METHODS = ("multidproxy", "pipcdr")
 LOSS_TIE = 0.01  # restarts this close to the lowest final loss count as equally good
@@ -51,10 +52,6 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def group_path(interest: str | None, method: str) -> str:
-    return f"interests/{interest}/train/{method}" if interest else f"train/{method}"
 
 
 def prompt_for(interest: str, object_word: str) -> str:
@@ -100,7 +97,7 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
     if method not in TRAINED_METHODS:
         raise MdclustError(f"unknown training method {method!r}: use {', '.join(TRAINED_METHODS)}")
     if method == "pipcdr":
-        from .train_pipcdr import PipcdrConfig, train_pipcdr
+        from mdclust.stages.train_pipcdr import PipcdrConfig, train_pipcdr
 
         cfg = config or PipcdrConfig(k=0)
         cfg.k = k or cfg.k or None
@@ -113,14 +110,14 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
     words = load_candidates(store, interest)
     feats = load_image_features(store, model)
     k = k or (config.k if config else None) or store.attrs(
-        f"interests/{interest}/candidates").get("k")
+        layout.candidates(interest)).get("k")
     if not k:
         raise MdclustError("give --k, the number of clusters")
     cfg = config or TrainConfig(k=k)
     cfg.k = int(k)
     _validate(cfg, len(feats.paths), len(words))
 
-    from .encoders import resolve_device
+    from mdclust.core.encoders import resolve_device
 
     dev = resolve_device(device)
     C_all = text_features(store, words, cfg.candidate_template, model=feats.key)
@@ -165,7 +162,7 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
     params = {**asdict(cfg), "chosen_seed": run.cfg.seed, "model_key": feats.key, "device": dev,
               "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid)}
     with store.transaction() as txn:
-        txn.put_group(group_path(interest, method), {
+        txn.put_group(layout.trained(interest, method), {
             "path": feats.paths, "fused": fused.astype(np.float32),
             "proxies": proxies.astype(np.float32),
             "candidates": result.candidates,
@@ -185,7 +182,7 @@ class _Run:
     """One training run (methods.multidproxy.Fit) with its checkpoint."""
 
     def __init__(self, store, interest, method, feats, words, C_all, prompt, star, cfg, dev):
-        from .methods.multidproxy_net import Fit
+        from mdclust.methods.multidproxy_net import Fit
 
         self.cfg = cfg
         self.fit_ = Fit(feats.vectors, C_all, prompt, star, cfg, dev)
@@ -258,7 +255,7 @@ def _silhouette(fused: np.ndarray, k: int, seed: int) -> float:
     groups, measured without labels (selects grid points and restarts)."""
     from sklearn.metrics import silhouette_score
 
-    from .methods.baselines import kmeans
+    from mdclust.methods.baselines import kmeans
 
     labels = kmeans(fused, k, seed=seed)
     if len(set(labels)) < 2:
@@ -270,7 +267,7 @@ def _silhouette(fused: np.ndarray, k: int, seed: int) -> float:
 
 def trained_features(store: Store, interest: str | None,
                      method: str) -> tuple[list[str], np.ndarray]:
-    g = store.read_group(group_path(interest, method))
+    g = store.read_group(layout.trained(interest, method))
     if g is None:
         where = f" for {interest!r}" if interest else ""
         flag = f" --interest {interest}" if interest else ""

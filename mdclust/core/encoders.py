@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import MdclustError
-from .images import sha256_file
+from mdclust.core.errors import MdclustError
+from mdclust.core.images import sha256_file
 
-BUILTIN_CONFIG_DIR = Path(__file__).parent / "data" / "model_configs"
+BUILTIN_CONFIG_DIR = Path(__file__).parents[1] / "data" / "model_configs"
 # Weights that ship inside the package, used when --pretrained is not given.
-BUNDLED_WEIGHTS = {"mdclust-tiny": Path(__file__).parent / "data" / "weights" / "mdclust-tiny.pt"}
+DATA_DIR = Path(__file__).parents[1] / "data"
+BUNDLED_WEIGHTS = {"mdclust-tiny": DATA_DIR / "weights" / "mdclust-tiny.pt"}
 DEFAULT_TAG = "openai"
 RANDOM_WEIGHTS = ("random", "none", "")
 CONFIG_DIR_ENV = "MDCLUST_MODEL_CONFIGS"  # extra open_clip config folders, os.pathsep-separated

@@ -9,14 +9,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .candidates import load_candidates, validate_interest
-from .errors import MdclustError
-from .features import load_image_features
-from .methods import METHODS, Method
-from .methods import gradnorm as gn
-from .methods.baselines import kmeans, zero_shot
-from .store import Store, StoreLike, as_store
-from .textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.core import layout
+from mdclust.core.errors import MdclustError
+from mdclust.core.features import load_image_features
+from mdclust.core.store import Store, StoreLike, as_store
+from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.methods import METHODS, Method
+from mdclust.methods import gradnorm as gn
+from mdclust.methods.baselines import kmeans, zero_shot
+from mdclust.stages.candidates import load_candidates, validate_interest
 
 
 @dataclass
@@ -36,10 +37,6 @@ class ClusterResult:
         return d
 
 
-def group_path(interest: str | None, method: str) -> str:
-    return f"interests/{interest}/clusterings/{method}" if interest else f"clusterings/{method}"
-
-
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise MdclustError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
@@ -48,7 +45,7 @@ def get_method(name: str) -> Method:
 
 def resolve_k(store: Store, interest: str | None, k: int | None, n: int) -> int:
     if k is None and interest:
-        k = store.attrs(f"interests/{interest}/candidates").get("k")
+        k = store.attrs(layout.candidates(interest)).get("k")
     if k is None:
         raise MdclustError("give --k, the number of clusters")
     if k < 2:
@@ -80,7 +77,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         labels = kmeans(E, k, seed=seed, spherical=spherical)
         params.update(features="image", spherical=spherical)
     elif m.kind == "trained":
-        from .train import trained_features
+        from mdclust.stages.train import trained_features
 
         paths, fused = trained_features(store, interest, method)
         if paths != feats.paths:
@@ -95,9 +92,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         data["cluster_name"] = names
         params.update(features="none", template=template, candidates=len(words))
     else:  # laic
-        from .filter import group_path as filter_group
-
-        sel = store.read_group(filter_group(interest, m.filter_score))
+        sel = store.read_group(layout.filtered(interest, m.filter_score))
         if sel is None or not sel["noun"]:
             raise MdclustError(f"no filtered nouns for {interest!r}; run `mdclust filter "
                                f"--interest {interest} --method {m.filter_score}` first")
@@ -113,18 +108,19 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
                       nouns=len(sel["noun"]), filter=m.filter_score)
     data["label"] = np.asarray(labels, dtype=np.int32)
     with store.transaction() as txn:
-        txn.put_group(group_path(interest, method), data, {"method": method, "params": params})
+        txn.put_group(layout.clustering(interest, method), data,
+                      {"method": method, "params": params})
     counts = Counter(int(x) for x in labels)
     return ClusterResult(interest, method, k, n, [counts[i] for i in range(max(counts) + 1)],
                          names, round(time.perf_counter() - t0, 3))
 
 
 def read_clustering(store: Store, interest: str | None, method: str):
-    from .methods import METHODS
+    from mdclust.methods import METHODS
 
     if method not in METHODS:
         raise MdclustError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-    g = store.read_group(group_path(interest, method))
+    g = store.read_group(layout.clustering(interest, method))
     if g is None:
         where = f"interest {interest!r}" if interest else "the store (no interest)"
         raise MdclustError(f"no {method} clustering for {where}; run `mdclust cluster"
@@ -147,7 +143,7 @@ def clustering_features(store: Store, group) -> np.ndarray | None:
     if kind == "image":
         return feats.vectors
     if kind == "trained":
-        from .train import trained_features
+        from mdclust.stages.train import trained_features
 
         interest = group.attrs["params"].get("interest")
         return trained_features(store, interest, group.attrs["method"])[1]

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Union
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import MdclustError
+from mdclust import __version__
+from mdclust.core.errors import MdclustError
 
 SCHEMA_VERSION = 1
 # Upgrade steps, as in simonw/llm's migrations: MIGRATIONS[v] turns a schema-v store into

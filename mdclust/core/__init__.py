@@ -1,0 +1,1 @@
+"""Infrastructure the stages share: the store, its journal and lock, images, encoders."""
