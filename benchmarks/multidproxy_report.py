@@ -82,7 +82,7 @@ def baselines(seed: int, n: int, workdir: Path) -> list[dict]:
         filter_nouns(store, aspect, method="gradnorm")
         for method in BASELINES:  # as the quality benchmark: seed 0, eval's 10 k-means seeds
             cluster(store, aspect, method=method)
-            ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10)
+            ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10).to_json()
             rows.append({"set": f"arrays-{seed}-{n}", "aspect": aspect, "method": method,
                          "seed": 0, "nmi": float(np.mean(ev["per_run"]["nmi"])),
                          "per_run": ev["per_run"]["nmi"]})

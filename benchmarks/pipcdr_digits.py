@@ -80,10 +80,10 @@ def write_pngs(folder: Path) -> Path:
 def run_embedded(seeds, epochs, workdir: Path):
     from mdclust.core.metrics import scores
     from mdclust.core.store import Store
+    from mdclust.methods.pipcdr_config import PipcdrConfig
     from mdclust.stages.cluster import cluster, read_clustering
     from mdclust.stages.embed import embed
     from mdclust.stages.train import train
-    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     labels = write_pngs(workdir / "digits")
     store = Store(workdir / "digits.h5")

@@ -71,11 +71,11 @@ def write_pngs(images: np.ndarray, labels: np.ndarray, folder: Path) -> Path:
 
 def run(name: str, images: np.ndarray, labels: np.ndarray, seeds, workdir: Path) -> dict:
     from mdclust.core.store import Store
+    from mdclust.methods.pipcdr_config import PipcdrConfig
     from mdclust.stages.cluster import cluster
     from mdclust.stages.embed import embed
     from mdclust.stages.evaluate import evaluate
     from mdclust.stages.train import train
-    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     folder = workdir / name
     csv = write_pngs(images, labels, folder)
@@ -84,13 +84,13 @@ def run(name: str, images: np.ndarray, labels: np.ndarray, seeds, workdir: Path)
     out = {"k-means": [], "pipcdr": [], "seconds": []}
     for seed in seeds:
         cluster(store, method="kmeans", k=10, seed=seed)
-        out["k-means"].append(evaluate(store, method="kmeans", aspect="digit"))
+        out["k-means"].append(evaluate(store, method="kmeans", aspect="digit").to_json())
         t0 = time.perf_counter()
         res = train(store, None, method="pipcdr", config=PipcdrConfig(k=10, seed=seed))
         out["seconds"].append(time.perf_counter() - t0)
         out["augmentation"] = res.augmentation
         cluster(store, method="pipcdr", k=10, seed=seed)
-        out["pipcdr"].append(evaluate(store, method="pipcdr", aspect="digit"))
+        out["pipcdr"].append(evaluate(store, method="pipcdr", aspect="digit").to_json())
     return out
 
 

@@ -45,12 +45,12 @@ def main() -> None:
     from mdclust.core.store import Store
     from mdclust.datasets import generate_shapes, read_vocabulary
     from mdclust.methods.baselines import kmeans
+    from mdclust.methods.pipcdr_config import PipcdrConfig
     from mdclust.stages.candidates import candidates
     from mdclust.stages.cluster import cluster
     from mdclust.stages.embed import embed
     from mdclust.stages.evaluate import evaluate
     from mdclust.stages.train import train, trained_features
-    from mdclust.stages.train_pipcdr import PipcdrConfig
 
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,13 +69,13 @@ def main() -> None:
                 candidates(store, aspect, from_file=interest_file(aspect), k=k, encode=False)
                 cluster(store, aspect, method="kmeans")
                 rows.setdefault((aspect, "k-means"), []).append(
-                    evaluate(store, aspect, method="kmeans")["nmi"])
+                    evaluate(store, aspect, method="kmeans").nmi)
                 truth = store.read_group("labels")
                 y = dict(zip(truth["path"], truth[aspect]))
                 for views in args.views:
                     train(store, aspect, method="pipcdr", config=PipcdrConfig(k=k, views=views))
                     cluster(store, aspect, method="pipcdr")
-                    nmi = evaluate(store, aspect, method="pipcdr")["nmi"]
+                    nmi = evaluate(store, aspect, method="pipcdr").nmi
                     rows.setdefault((aspect, f"pipcdr {views}"), []).append(nmi)
                     paths, F = trained_features(store, aspect, "pipcdr")
                     both = np.hstack([X, F])

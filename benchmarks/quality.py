@@ -99,7 +99,7 @@ def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
 
     def score(aspect: str, method: str, name: str) -> None:
         cluster(store, aspect, method=method)
-        ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10)
+        ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10).to_json()
         out["clustering"].append({"aspect": aspect, "method": name, "k": ev["k"],
                                   **{m: ev["per_run"][m] for m in ("nmi", "ari", "acc")}})
         log(f"  set {seed} {aspect:<10} {name:<30} NMI {ev['nmi']:.3f}")

@@ -16,7 +16,9 @@ from typing import Optional
 
 import typer
 
-from mdclust import __version__
+import mdclust
+from mdclust import __version__, methods
+from mdclust.methods.multidproxy import config_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Multiple clustering of image collections by user interest, "
@@ -40,15 +42,13 @@ def _command(fn):
     def wrapper(*args, **kwargs):
         import logging
 
-        from mdclust.core.errors import MdclustError
-
         # open_clip logs through the root logger; without a handler Python would print its
         # warnings to stderr and break the one-line-error promise.
         if not logging.getLogger().handlers:
             logging.getLogger().addHandler(logging.NullHandler())
         try:
             return fn(*args, **kwargs)
-        except MdclustError as exc:
+        except mdclust.MdclustError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; rerun the same command to resume", 130)
@@ -57,9 +57,7 @@ def _command(fn):
 
 
 def _store(path: Optional[Path]):
-    from mdclust.core.store import Store
-
-    return Store(path)
+    return mdclust.Store(path)
 
 
 def _emit_json(obj) -> None:
@@ -100,7 +98,12 @@ def embed(
         None, help="Decoding processes running beside the model [default: CPUs - 1, at most "
                    "8]; 0 decodes inline."),
     labels: Optional[Path] = typer.Option(None, help="CSV: path, then one column per aspect."),
-    allow_download: bool = typer.Option(False, help="Let open_clip fetch weights from the hub."),
+    offline: bool = typer.Option(
+        False, "--offline", help="Never download weights (as HF_HUB_OFFLINE=1 does): use the "
+                                 "Hugging Face cache, a --pretrained file or bundled weights."),
+    allow_download: bool = typer.Option(False, "--allow-download", hidden=True,
+                                        help="Accepted for old scripts: downloads are the "
+                                             "default now."),
     views: int = typer.Option(0, help="Also store V augmented views per image (for `train "
                                       "--method pipcdr`)."),
     augment: str = typer.Option("crop,flip", help="Augmentations of the views, a comma list of "
@@ -109,13 +112,11 @@ def embed(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Embed images with CLIP into the store (incremental and resumable)."""
-    from mdclust.stages.embed import embed as run_embed
-
     st = _store(store)
-    res = run_embed(images_dir, st, model=model, pretrained=pretrained, device=device,
-                    batch_size=batch_size, workers=workers, precision=precision, labels=labels,
-                    allow_download=allow_download, views=views, augment=augment,
-                    show_progress=not (quiet or as_json))
+    res = mdclust.embed(images_dir, st, model=model, pretrained=pretrained, device=device,
+                        batch_size=batch_size, workers=workers, precision=precision,
+                        labels=labels, offline=offline, views=views, augment=augment,
+                        show_progress=not (quiet or as_json))
     if res.labels_unknown:
         typer.echo(f"mdclust: warning: {len(res.labels_unknown)} label rows name no stored image "
                    f"(e.g. {res.labels_unknown[0]})", err=True)
@@ -144,12 +145,10 @@ def embed(
 def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
          quiet: bool = QuietOpt) -> None:
     """Summarise what a store holds."""
-    from mdclust.stages.info import info as run_info
-
     st = _store(store)
     if not st.exists():
         _fail(f"no store at {st.path}; run `mdclust embed IMAGES_DIR` first", 2)
-    data = run_info(st)
+    data = mdclust.info(st).to_json()
     if as_json:
         _emit_json(data)
         return
@@ -211,13 +210,12 @@ def candidates(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Candidate words for an interest (LLM, WordNet or a file), stored with provenance."""
-    from mdclust.stages.candidates import candidates as run_candidates
-
     st = _store(store)
-    res = run_candidates(st, interest, k=k, n=n, llm=llm, source=source, from_file=from_file,
-                         context=context, refresh=refresh, api_base=api_base, timeout=timeout,
-                         retries=retries, rounds=rounds, encode=encode, model=model,
-                         template=template, show_progress=not (quiet or as_json))
+    res = mdclust.candidates(st, interest, k=k, n=n, llm=llm, source=source,
+                             from_file=from_file, context=context, refresh=refresh,
+                             api_base=api_base, timeout=timeout, retries=retries, rounds=rounds,
+                             encode=encode, model=model, template=template,
+                             show_progress=not (quiet or as_json))
     if res.short_by:
         typer.echo(f"mdclust: warning: asked for {res.n_requested} candidates, got "
                    f"{len(res.words)}; keeping those", err=True)
@@ -258,12 +256,10 @@ def filter_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases)."""
-    from mdclust.stages.filter import filter_nouns
-
-    res = filter_nouns(_store(store), interest, method=method, pool=pool, k=k,
-                       clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr, batch=batch,
-                       min_steps=min_steps, seed=seed, model=model, template=template,
-                       show_progress=not (quiet or as_json))
+    res = mdclust.filter_nouns(_store(store), interest, method=method, pool=pool, k=k,
+                               clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
+                               batch=batch, min_steps=min_steps, seed=seed, model=model,
+                               template=template, show_progress=not (quiet or as_json))
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -287,10 +283,8 @@ def cluster_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Cluster the images for an interest with a method; stores labels and features."""
-    from mdclust.stages.cluster import cluster
-
-    res = cluster(_store(store), interest, method=method, k=k, seed=seed, model=model,
-                  spherical=spherical, kappa=kappa)
+    res = mdclust.cluster(_store(store), interest, method=method, k=k, seed=seed,
+                          model=model, spherical=spherical, kappa=kappa)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -378,21 +372,16 @@ def train_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Learn clustering features (Multi-DProxy, PIPCDR); resumable after an interruption."""
-    from mdclust.stages.train import train
-
     given = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("weight_decay", wd), ("batch", batch),
         ("sigma", sigma), ("checkpoint_every", checkpoint_every)) if value is not None}
-    if method == "pipcdr":
-        from mdclust.stages.train_pipcdr import PipcdrConfig
-
+    if methods.get(method, kind="trained").name == "pipcdr":
         given.update({name: value for name, value in (
             ("ema", ema), ("tau", tau), ("w_pip", w_pip), ("kmeans_every", kmeans_every),
             ("queue", queue)) if value is not None})
-        cfg = PipcdrConfig(k=k, seed=seed, features=features, views=views, **given)
+        cfg = methods.get("pipcdr").settings(k=k, seed=seed, features=features, views=views,
+                                               **given)
     else:
-        from mdclust.methods.multidproxy import config_for
-
         given.update({name: value for name, value in (
             ("refine_every", refine_every), ("layers", layers), ("tau_alpha", tau_alpha),
             ("object_word", object_word), ("text_side", text_side), ("negatives", negatives),
@@ -401,9 +390,9 @@ def train_cmd(
             ("reference", reference), ("restarts", restarts))
             if value is not None})
         cfg = config_for(k or 0, preset, seed=seed, **given)
-    res = train(_store(store), interest, method=method, k=k, config=cfg, device=device,
-                model=model, grid=grid, grid_epochs=grid_epochs,
-                show_progress=not (quiet or as_json))
+    res = mdclust.train(_store(store), interest, method=method, k=k, config=cfg,
+                        device=device, model=model, grid=grid, grid_epochs=grid_epochs,
+                        show_progress=not (quiet or as_json))
     if (res.augmentation.startswith("feature-space") or "made now" in res.augmentation) \
             and not as_json and not quiet:
         typer.echo(f"mdclust: note: views from {res.augmentation}", err=True)
@@ -441,22 +430,20 @@ def eval_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Score a clustering against ground truth: NMI, ARI, ACC, RI."""
-    from mdclust.core.errors import QualityGateFailed
-    from mdclust.stages.evaluate import METRICS, evaluate
-
     try:
-        res = evaluate(_store(store), interest, method=method, aspect=aspect, labels=labels,
-                       runs=runs, fail_under_nmi=fail_under_nmi)
-    except QualityGateFailed as exc:
+        res = mdclust.evaluate(_store(store), interest, method=method, aspect=aspect,
+                               labels=labels, runs=runs, fail_under_nmi=fail_under_nmi)
+    except mdclust.QualityGateFailed as exc:
         if as_json:
             _emit_json(exc.details)
         raise
     if as_json:
-        _emit_json(res)
+        _emit_json(res.to_json())
     elif not quiet:
-        typer.echo(f"{res['method']} on {res['aspect']} ({res['n']} images, k = {res['k']}, "
-                   f"{res['runs']} run{'s' if res['runs'] > 1 else ''}): " + "  ".join(
-                       f"{m.upper()} {res[m]:.4f}±{res[m + '_std']:.4f}" for m in METRICS))
+        typer.echo(f"{res.method} on {res.aspect} ({res.n} images, k = {res.k}, "
+                   f"{res.runs} run{'s' if res.runs > 1 else ''}): " + "  ".join(
+                       f"{m.upper()} {getattr(res, m):.4f}±{getattr(res, m + '_std'):.4f}"
+                       for m in mdclust.METRICS))
 
 
 @app.command("export")
@@ -473,13 +460,11 @@ def export_cmd(
     import csv
     import io
 
-    from mdclust.stages.evaluate import export_csv
-
     def warn(message: str) -> None:
         if not quiet:
             typer.echo(f"mdclust: warning: {message}", err=True)
 
-    text = export_csv(_store(store), interest, method=method, warn=warn)
+    text = mdclust.export_csv(_store(store), interest, method=method, warn=warn)
     if out is not None:
         try:
             out.write_text(text)
@@ -512,7 +497,7 @@ def datasets_shapes(
 ) -> None:
     """One to four coloured objects on a patterned background: aspects color, shape,
     background, count and texture, each a random subset of a larger vocabulary."""
-    from mdclust.datasets import generate_shapes, read_vocabulary
+    from mdclust.datasets import generate_shapes, read_vocabulary  # public, not a stage
 
     labels = generate_shapes(out_dir, n=n, seed=seed, size=size, values=values)
     vocab = read_vocabulary(out_dir)
@@ -532,16 +517,11 @@ def models(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
            quiet: bool = QuietOpt) -> None:
     """List the open_clip model names that --model accepts (bundled configs included).
     (--store is accepted like everywhere, and not used.)"""
-    from mdclust.core.encoders import register_configs
-
-    register_configs()
-    import open_clip
-
-    names = open_clip.list_models()
+    found = mdclust.models()
     if as_json:
-        _emit_json({"models": names, "pretrained": [list(p) for p in open_clip.list_pretrained()]})
+        _emit_json(found)
         return
-    typer.echo("\n".join(names))
+    typer.echo("\n".join(found["models"]))
 
 
 def main() -> None:

@@ -3,9 +3,10 @@ import pytest
 from conftest import TINY
 
 from mdclust.core.errors import MdclustError
+from mdclust.core.layout import read_candidates as load_candidates
 from mdclust.core.store import Store
 from mdclust.core.textcache import text_features
-from mdclust.stages.candidates import candidates, load_candidates, read_words_file
+from mdclust.stages.candidates import candidates, read_words_file
 from mdclust.stages.candidates.parse import normalise, parse_items
 from mdclust.stages.candidates.wordnet import all_nouns, interest_candidates, singular
 from mdclust.stages.embed import embed

@@ -162,3 +162,43 @@ def test_bad_input_leaves_store_alone(images, store_path, tmp_path):
         bad.write_text("file,color\na.png,red\n")
         run(images, store_path, labels=bad)
     assert store_path.read_bytes() == before
+
+
+class RecordingBar:
+    """Stands in for the rich progress bar: {label: [total, advanced]}."""
+
+    def __init__(self):
+        self.tasks: dict[str, list[int]] = {}
+
+    def add_task(self, label, total):
+        self.tasks[label] = [total, 0]
+        return label
+
+    def advance(self, task, n):
+        self.tasks[task][1] += n
+
+
+def test_views_share_the_batch_runner_one_journal_file_per_batch(images, store_path):
+    from mdclust.core import journal
+    from mdclust.core.images import sha256_file
+    from mdclust.stages import views as views_mod
+
+    (images / "notes.png").write_text("not an image")
+    items = [(sha256_file(p), p) for p in sorted(images.rglob("*.png"))]
+    enc = ClipEncoder(model_spec(TINY, "random"), device="cpu")
+    bar = RecordingBar()
+    # batch 8 with 3 views: 2 images per forward, so 7 batches for 13 files
+    assert views_mod.run(Store(store_path), enc, items, ("crop",), 3, batch_size=8, workers=0,
+                         bar=bar) == 13
+    assert bar.tasks == {"views (crop x3)": [13, 13]}  # the failed file counted, once
+    batches = journal.read_batches(Store(store_path), views_mod.JOURNAL_KIND)
+    assert len(batches) == 7  # notes.png shares its batch with a good image
+    shas = [str(s) for _, z in batches for s in z["sha"]]
+    assert sorted(shas) == sorted(s for s, p in items if p.name != "notes.png")
+    assert all(z["vectors"].shape[1:] == (3, 64) and len(z["sha"]) <= 2 for _, z in batches)
+
+
+def test_offline_loads_bundled_and_random_weights(images, store_path):
+    assert run(images, store_path, offline=True).embedded == 12
+    res = run(images, store_path, model="mdclust-tiny", pretrained=None, offline=True)
+    assert res.embedded == 12 and res.model_key.startswith("mdclust-tiny@file-")

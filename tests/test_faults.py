@@ -150,7 +150,7 @@ def test_k_zero_and_k_above_the_images_are_refused(small, tmp_path):
 def test_eval_and_export_name_real_methods_and_export_warns_when_stale(small, tmp_path):
     res = run("eval", "--method", "foo", "--store", small.path)
     assert res.returncode == 2
-    assert "unknown method 'foo'; one of kmeans, zeroshot" in error_line(res)
+    assert "unknown method 'foo': use kmeans, zeroshot" in error_line(res)
     assert run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path).returncode == 0
     ok = run("export", "--method", "kmeans", "--store", small.path, "--json")
     data = __import__("json").loads(ok.stdout)

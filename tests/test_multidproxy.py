@@ -166,7 +166,7 @@ def test_interrupted_run_resumes_to_the_same_result(small_store, tmp_path):
 
 
 def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
-    from mdclust.stages.train import LOSS_TIE, _silhouette
+    from mdclust.stages.train_multidproxy import LOSS_TIE, _silhouette
 
     res = train(small_store, "thing", config=cfg(restarts=3, seed=4), device="cpu")
     rows = res.restarts
@@ -190,7 +190,7 @@ def test_restarts_keep_the_best_of_the_lowest_loss_runs(small_store, tmp_path):
 
 
 def test_pick_restart_prefers_low_loss_then_silhouette():
-    from mdclust.stages.train import _pick_restart
+    from mdclust.stages.train_multidproxy import _pick_restart
 
     rows = [{"seed": s, "final_loss": loss, "silhouette": sil} for s, loss, sil in
             ((0, 1.72, 0.45), (1, 1.55, 0.39), (2, 1.551, 0.42), (3, 1.60, 0.90))]
@@ -206,7 +206,7 @@ def test_silhouette_is_exact_below_the_sample_size_and_sampled_above(monkeypatch
 
     from sklearn.metrics import silhouette_score
 
-    train_mod = importlib.import_module("mdclust.train")
+    train_mod = importlib.import_module("mdclust.stages.train_multidproxy")
     from mdclust.methods.baselines import kmeans
 
     rng = np.random.default_rng(0)

@@ -12,10 +12,10 @@ from mdclust.core.errors import MdclustError
 from mdclust.core.store import Store
 from mdclust.methods import pipcdr as pc
 from mdclust.methods.baselines import kmeans, spherical_kmeans
+from mdclust.methods.pipcdr_config import PipcdrConfig
 from mdclust.stages.cluster import cluster
 from mdclust.stages.embed import embed
 from mdclust.stages.train import train
-from mdclust.stages.train_pipcdr import PipcdrConfig
 
 
 def mixture(n_per=60, k=4, d=16, spread=0.35, seed=0):
@@ -74,7 +74,7 @@ def test_losses_decrease_and_clusters_emerge_on_a_toy_mixture():
     X, y = mixture()
     tr = pc.Trainer(X, 4, epochs=25, batch=64, seed=0, hidden=64, out=32)
     while tr.epoch < tr.epochs:
-        tr.run_epoch()
+        tr.epoch_step()
     c = tr.curves
     assert len(c["loss"]) == 25
     for name in ("loss", "pip", "compact"):
@@ -93,17 +93,17 @@ def test_pseudo_labels_are_refreshed_on_schedule():
     X, _ = mixture(n_per=30)
     tr = pc.Trainer(X, 4, epochs=6, batch=40, kmeans_every=3, seed=1, hidden=32, out=16)
     before = tr.model.embed(tr.X).numpy()
-    tr.run_epoch()  # epoch 0 starts with the first M-step on the untrained target features
+    tr.epoch_step()  # epoch 0 starts with the first M-step on the untrained target features
     np.testing.assert_array_equal(tr.labels.numpy(), spherical_kmeans(before, 4, seed=1,
                                                                       n_init=3))
-    tr.run_epoch()
-    tr.run_epoch()
+    tr.epoch_step()
+    tr.epoch_step()
     before, previous = tr.model.embed(tr.X).numpy(), tr.labels.numpy()
-    tr.run_epoch()
+    tr.epoch_step()
     np.testing.assert_array_equal(tr.labels.numpy(), pc.match_labels(
         spherical_kmeans(before, 4, seed=4, n_init=3), previous, 4))
-    tr.run_epoch()
-    tr.run_epoch()
+    tr.epoch_step()
+    tr.epoch_step()
     rel = tr.curves["relabelled"]
     assert rel[0] == 1.0 and rel[1] == rel[2] == rel[4] == rel[5] == 0.0
     stale = tr.labels.clone()

@@ -1,4 +1,5 @@
-"""Loading open_clip models offline, and batched, normalised encoding.
+"""Loading open_clip models (bundled, local or downloaded weights), and batched, normalised
+encoding.
 
 torch and open_clip are imported inside functions: importing them costs seconds, and commands
 such as ``mdclust info`` never need them.
@@ -6,7 +7,9 @@ such as ``mdclust info`` never need them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,11 @@ BUNDLED_WEIGHTS = {"mdclust-tiny": DATA_DIR / "weights" / "mdclust-tiny.pt"}
 DEFAULT_TAG = "openai"
 RANDOM_WEIGHTS = ("random", "none", "")
 CONFIG_DIR_ENV = "MDCLUST_MODEL_CONFIGS"  # extra open_clip config folders, os.pathsep-separated
+# Seconds to wait for the hub to answer before a download is given up (HF_HUB_ETAG_TIMEOUT
+# overrides): short enough that a machine without network fails within 10 s, import included.
+HUB_TIMEOUT_S = 4.0
+LOCAL_WEIGHTS_HINT = ("pass --pretrained /path/to/weights (a local .pt, .bin or .safetensors "
+                      "file) or --model mdclust-tiny")
 
 
 @dataclass(frozen=True)
@@ -117,15 +125,152 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+# -- weights from the Hugging Face hub ---------------------------------------------------------
+def hub_offline(offline: bool = False) -> bool:
+    """--offline, or HF_HUB_OFFLINE (TRANSFORMERS_OFFLINE) as huggingface_hub understands it."""
+    import sys
+
+    truthy = {"1", "ON", "YES", "TRUE"}
+    if offline or any(os.environ.get(v, "").upper() in truthy
+                      for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    # huggingface_hub reads the variable once, at import: an earlier import may have seen it.
+    constants = sys.modules.get("huggingface_hub.constants")
+    return bool(constants is not None and constants.HF_HUB_OFFLINE)
+
+
+def _weights_names(name: str) -> list[str]:
+    """A weights file and, first, the safetensors twin that open_clip tries before it
+    (open_clip.pretrained.download_pretrained_from_hf)."""
+    from open_clip import constants as oc
+
+    twin = oc.HF_SAFE_WEIGHTS_NAME if name == oc.HF_WEIGHTS_NAME else (
+        name[:-4] + ".safetensors" if name.endswith((".bin", ".pth")) else None)
+    return [f for f in (twin, name) if f]
+
+
+def _hub_files(spec: ModelSpec) -> tuple[str, list[list[str]]] | None:
+    """(repo id, the files a load needs, each as the alternatives open_clip tries in order)
+    when ``spec``'s weights come from the hub; None for files, random weights and unknown tags
+    (open_clip reports those)."""
+    import open_clip
+    from open_clip import constants as oc
+
+    if spec.model.startswith("hf-hub:"):
+        # Both: open_clip falls back to random weights, with a mere log line, when the config
+        # is there and the weights are not.
+        return spec.model[len("hf-hub:"):], [[oc.HF_CONFIG_NAME],
+                                             _weights_names(oc.HF_WEIGHTS_NAME)]
+    if spec.is_file or spec.pretrained == "random":
+        return None
+    hub = open_clip.get_pretrained_cfg(spec.model, spec.pretrained).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, name = os.path.split(hub)
+    return repo, [_weights_names(name or oc.HF_WEIGHTS_NAME)]
+
+
+def _hub_cached(repo: str, needed: list[list[str]]) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return all(any(isinstance(try_to_load_from_cache(repo, f), str) for f in alternatives)
+               for alternatives in needed)
+
+
+def _hub_unreachable(repo: str, filename: str) -> str | None:
+    """None when the hub answers at all, else why not; never takes much over the timeout."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_TIMEOUT_S)
+    found: list[str] = []
+
+    def probe() -> None:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, filename), timeout=timeout)
+        except HfHubHTTPError as exc:  # an answer, such as 404 for a missing safetensors twin
+            if exc.response is None or exc.response.status_code >= 500:
+                found.append(str(exc) or type(exc).__name__)
+        except Exception as exc:  # httpx's connect, timeout and protocol errors, mostly
+            found.append(str(exc) or type(exc).__name__)
+
+    # huggingface_hub itself retries an unreachable hub for about 25 s per file (and open_clip
+    # asks for two files); one bounded question first keeps the no-network failure quick. A
+    # thread, because a stuck DNS lookup ignores httpx's timeout.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return f"no answer from {constants.ENDPOINT} within {timeout:.0f} s"
+    return found[0].splitlines()[0][:160] if found else None
+
+
+@contextlib.contextmanager
+def _hub_mode(offline: bool, progress: bool):
+    """huggingface_hub offline (no request is even attempted) and/or without progress bars,
+    for the duration of one model load."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    # The module constant, not the environment: huggingface_hub read that at import time.
+    was_offline, bars_were_off = constants.HF_HUB_OFFLINE, are_progress_bars_disabled()
+    constants.HF_HUB_OFFLINE = was_offline or offline
+    if not progress:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was_offline
+        if not progress and not bars_were_off:
+            enable_progress_bars()
+
+
+def _source(spec: ModelSpec) -> str:
+    # An hf-hub: model names its weights itself; open_clip ignores the tag.
+    return spec.model if spec.model.startswith("hf-hub:") else f"{spec.model}/{spec.pretrained}"
+
+
+def _offline_error(spec: ModelSpec) -> MdclustError:
+    return MdclustError(
+        f"weights {_source(spec)} are not available offline (--offline or "
+        f"HF_HUB_OFFLINE=1, and not in the Hugging Face cache): {LOCAL_WEIGHTS_HINT}, or run "
+        "once with network access to download them")
+
+
+def _download_error(spec: ModelSpec, reason: str) -> MdclustError:
+    return MdclustError(f"cannot download {_source(spec)} weights (no network? "
+                        f"{reason}): {LOCAL_WEIGHTS_HINT}")
+
+
+def _check_hub(spec: ModelSpec, offline: bool) -> bool:
+    """Whether the model must load offline; raises the one-line error when its weights can
+    neither be read from the cache nor downloaded."""
+    source = _hub_files(spec)
+    if source is None:
+        return offline
+    if _hub_cached(*source):
+        # Load from the cache without asking the hub again: the store names features by
+        # model@tag, and a silently updated revision would mix two networks under one key.
+        return True
+    if offline:
+        raise _offline_error(spec)
+    reason = _hub_unreachable(source[0], source[1][0][0])
+    if reason is not None:
+        raise _download_error(spec, reason)
+    return False
+
+
 class ClipEncoder:
     """A frozen open_clip model with its preprocessing; counts forward passes."""
 
     def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto",
-                 allow_download: bool = False):
-        if not allow_download:
-            # Read by huggingface_hub at import time: a missing file then fails at once
-            # instead of waiting on a network that may not exist.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                 offline: bool = False, progress: bool = True):
+        """``offline`` (or HF_HUB_OFFLINE=1) forbids any download; ``progress`` shows
+        huggingface_hub's download bars on stderr."""
         import open_clip
         import torch
 
@@ -136,11 +281,12 @@ class ClipEncoder:
         if spec.model.replace("/", "-") not in open_clip.list_models() and ":" not in spec.model:
             raise MdclustError(f"unknown model {spec.model!r}; see `mdclust models` for the "
                                "known names, or add a config folder via $" + CONFIG_DIR_ENV)
+        offline = _check_hub(spec, hub_offline(offline))
         pretrained = None if spec.pretrained == "random" else spec.pretrained
         try:
             # Random weights must be the same in every run, or an incremental rerun would mix
             # features from two different networks.
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), _hub_mode(offline, progress):
                 torch.manual_seed(0)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     spec.model, pretrained=pretrained, device=self.device)
@@ -150,10 +296,8 @@ class ClipEncoder:
                 raise MdclustError(f"cannot load weights {spec.pretrained} into {spec.model}: "
                                    f"{first}") from exc
             if "download" in first.lower() or "hub" in first.lower():
-                raise MdclustError(
-                    f"weights {spec.model}/{spec.pretrained} are not available offline; pass a "
-                    "local file with --pretrained /path/to/open_clip_model.bin (or "
-                    "--allow-download to fetch them)") from exc
+                raise (_offline_error(spec) if offline else
+                       _download_error(spec, first[:160])) from exc
             raise MdclustError(
                 f"cannot load {spec.model}/{spec.pretrained}: {first[:200]}") from exc
         model.eval()

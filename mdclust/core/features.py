@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import MdclustError
+from mdclust.core.errors import MdclustError, StaleResult
 from mdclust.core.store import Store
 
 
@@ -58,3 +58,22 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
     vectors = feats["vectors"][rows].astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
     return ImageFeatures(key, list(images["path"]), vectors, list(images["sha256"]))
+
+
+def clustering_features(store, group) -> np.ndarray | None:
+    """The features a clustering was computed from, in its row order (None: labels only)."""
+    kind = group.attrs["params"].get("features", "none")
+    if kind == "none":
+        return None
+    if "features" in group.data:
+        return np.asarray(group["features"], dtype=np.float32)
+    feats = load_image_features(store, group.attrs["params"]["model_key"])
+    if feats.paths != list(group["path"]):
+        raise StaleResult("the images changed since this clustering was made; "
+                          "run `mdclust cluster` again")
+    if kind == "image":
+        return feats.vectors
+    if kind == "trained":
+        interest_name = group.attrs["params"].get("interest")
+        return layout.read_trained(store, interest_name, group.attrs["method"])[1]
+    return np.hstack([feats.vectors, np.asarray(group["text_counterpart"], dtype=np.float32)])

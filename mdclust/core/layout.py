@@ -16,6 +16,10 @@ docs/store.md describes what each group holds.
 
 from __future__ import annotations
 
+import numpy as np
+
+from mdclust.core.errors import BadInput, MissingStage
+
 IMAGES = "images"
 IMAGE_PATHS = "images/path"
 SKIPPED = "skipped"
@@ -56,3 +60,76 @@ def trained(interest_name: str | None, method: str) -> str:
 def clustering(interest_name: str | None, method: str) -> str:
     return (f"{INTERESTS}/{interest_name}/clusterings/{method}" if interest_name
             else f"clusterings/{method}")
+
+
+# Typed readers: a stage that needs another stage's output reads it through these, which also
+# say in one line which command to run when it is missing.
+
+def validate_interest(name: str | None) -> str:
+    clean = " ".join((name or "").split())
+    if not clean:
+        raise BadInput("--interest is required for this command")
+    if "/" in clean or clean.startswith(".") or len(clean) > 100:
+        raise BadInput(f"invalid interest name {name!r}: no '/', no leading '.', "
+                       "at most 100 characters")
+    return clean
+
+
+def read_candidates(store, interest_name: str) -> list[str]:
+    """The stored candidate words of an interest."""
+    interest_name = validate_interest(interest_name)
+    g = store.read_group(candidates(interest_name))
+    if g is None or not g["word"]:
+        known = store.children(INTERESTS)
+        raise MissingStage(f"no candidates for interest {interest_name!r}; run `mdclust "
+                           f"candidates --interest {interest_name}` first"
+                           + (f" (interests in the store: {', '.join(known)})" if known else ""))
+    return list(g["word"])
+
+
+def candidates_k(store, interest_name: str | None) -> int | None:
+    return store.attrs(candidates(interest_name)).get("k") if interest_name else None
+
+
+def resolve_k(store, interest_name: str | None, k: int | None, n: int) -> int:
+    """``k`` as given, else the interest's candidates' k; checked against the images."""
+    if k is None:
+        k = candidates_k(store, interest_name)
+    if k is None:
+        raise BadInput("give --k, the number of clusters")
+    if k < 2:
+        raise BadInput("--k must be at least 2")
+    if k > n:
+        raise BadInput(f"--k {k} is more than the number of images ({n})")
+    return int(k)
+
+
+def read_filtered(store, interest_name: str, score: str):
+    g = store.read_group(filtered(interest_name, score))
+    if g is None or not g["noun"]:
+        raise MissingStage(f"no filtered nouns for {interest_name!r}; run `mdclust filter "
+                           f"--interest {interest_name} --method {score}` first")
+    return g
+
+
+def read_trained(store, interest_name: str | None, method: str) -> tuple[list[str], np.ndarray]:
+    """(image paths, learned features) of a trained method."""
+    g = store.read_group(trained(interest_name, method))
+    if g is None:
+        where = f" for {interest_name!r}" if interest_name else ""
+        flag = f" --interest {interest_name}" if interest_name else ""
+        raise MissingStage(f"no trained {method}{where}; run `mdclust train{flag} "
+                           f"--method {method}` first")
+    return list(g["path"]), np.asarray(g["fused" if "fused" in g.data else "features"],
+                                       dtype=np.float32)
+
+
+def read_clustering(store, interest_name: str | None, method: str):
+    g = store.read_group(clustering(interest_name, method))
+    if g is None:
+        where = f"interest {interest_name!r}" if interest_name else "the store (no interest)"
+        raise MissingStage(f"no {method} clustering for {where}; run `mdclust cluster"
+                           + (f" --interest {interest_name}" if interest_name else "")
+                           + f" --method {method}` first")
+    return g
+

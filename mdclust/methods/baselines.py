@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+ZERO_SHOT_TEMPLATE = "A photo of a {}."  # CLIP's prompt form (shared/papers/001, CLIP_GPT)
+
+
+@dataclass
+class KMeansConfig:
+    """k-means on image features: k-means++ seeding, 10 initialisations (scikit-learn's
+    classic default, kept for the papers' baselines), Euclidean or spherical (cosine)."""
+
+    k: int
+    seed: int = 0
+    spherical: bool = False
+    n_init: int = 10
+
+
+@dataclass
+class ZeroShotConfig:
+    """Zero-shot CLIP: each image to its most similar candidate's text feature."""
+
+    k: int
+    template: str = ZERO_SHOT_TEMPLATE
 
 
 def kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,

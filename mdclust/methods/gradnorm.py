@@ -6,6 +6,8 @@ vectors; docs/methods/gradnorm.md lists every choice the paper leaves open.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 TAU = 1 / 0.08  # classifier temperature tau (paper: fixed for all datasets)
@@ -13,6 +15,23 @@ KAPPA = 0.006  # text-counterpart temperature kappa
 BETA = 5  # nouns kept per pseudo-class
 EPOCHS, LR, BATCH = 30, 1e-3, 2048  # Adam, as in the paper
 SCORES = ("gradnorm", "msp", "cosine")
+
+
+@dataclass
+class LaICConfig:
+    """GradNorm / TAC / SIC settings; defaults are the paper's (shared/papers/003, Sec. 4)."""
+
+    k: int
+    score: str = "gradnorm"  # gradnorm, msp (TAC) or cosine (SIC)
+    clusters: int | None = None  # pseudo-classes C [n_pseudo_classes(n, k)]
+    beta: int = BETA
+    tau: float = TAU
+    kappa: float = KAPPA
+    epochs: int = EPOCHS
+    lr: float = LR
+    batch: int = BATCH
+    min_steps: int = 1000
+    seed: int = 0
 
 
 def n_pseudo_classes(n: int, k: int) -> int:
@@ -109,3 +128,32 @@ def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
     for i in range(0, len(E), chunk):
         out[i:i + chunk] = softmax(E[i:i + chunk] @ R_sel.T / kappa) @ R_sel
     return out
+
+
+def filter_nouns(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> tuple[np.ndarray, np.ndarray,
+                                                                        np.ndarray, list[float]]:
+    """Stage 1 on arrays: (kept noun indices, their scores, their pseudo-classes, loss curve)."""
+    from mdclust.methods.baselines import kmeans
+
+    C = cfg.clusters or n_pseudo_classes(len(E), cfg.k)
+    y = kmeans(E, C, seed=cfg.seed, n_init=3)
+    curve: list[float] = []
+    if cfg.score == "gradnorm":
+        W, curve = train_cosine_classifier(E, y, C, tau=cfg.tau, epochs=cfg.epochs, lr=cfg.lr,
+                                           batch=cfg.batch, min_steps=cfg.min_steps,
+                                           seed=cfg.seed)
+    else:  # TAC and SIC are the tau -> 0 limit: normalised class means (Eq. 12)
+        W = centroid_weights(E, y, C)
+    scores, assign = noun_scores(np.asarray(R, dtype=np.float64), W, cfg.score, cfg.tau)
+    keep = select(scores, assign, cfg.beta)
+    return keep, scores[keep], assign[keep], curve
+
+
+def fit(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> np.ndarray:
+    """LaIC from image features ``E`` and noun features ``R`` (all nouns of the pool): filter
+    the nouns, build each image's text counterpart, k-means on [E; V]. Returns labels."""
+    from mdclust.methods.baselines import kmeans
+
+    keep = filter_nouns(E, R, cfg)[0]
+    V = text_counterpart(E, R[keep], cfg.kappa)
+    return kmeans(np.hstack([E, V]), cfg.k, seed=cfg.seed)

@@ -334,3 +334,12 @@ class Fit:
             if on_epoch is not None:
                 on_epoch({**sums, "seconds": time.perf_counter() - t0})
         return True
+
+
+def fit(v: np.ndarray, C_all: np.ndarray, t: np.ndarray, star: np.ndarray,
+        cfg: MultiDProxyConfig, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train from scratch on arrays (no store, no checkpoints): returns the fused features F
+    (N, d), the proxies (N, d) and the indices of the candidates kept at the end."""
+    run = Fit(v, C_all, t, star, cfg, device)
+    run.run()
+    return run.fused(), run.all_proxies(), run.active

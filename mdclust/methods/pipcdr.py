@@ -22,11 +22,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# The paper's settings are for training a backbone; these, for a head on frozen features, were
-# tuned on scikit-learn's digits (docs/methods/pipcdr.md), never on the demo's data.
-EPOCHS, BATCH, LR, WEIGHT_DECAY = 300, 64, 1e-3, 1e-5
-EMA, SIGMA, W_PIP, TAU, KMEANS_EVERY, QUEUE = 0.99, 0.1, 0.7, 0.2, 2, 4096
-HIDDEN, OUT = 512, 128
+from mdclust.methods.pipcdr_config import (  # noqa: F401  (pc.EPOCHS etc.)
+    BATCH,
+    EMA,
+    EPOCHS,
+    HIDDEN,
+    KMEANS_EVERY,
+    LR,
+    OUT,
+    QUEUE,
+    SIGMA,
+    TAU,
+    W_PIP,
+    WEIGHT_DECAY,
+)
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -196,7 +205,7 @@ class Trainer:
             if nv > 1 else a
         return self.views[idx, a], self.views[idx, b]
 
-    def run_epoch(self) -> dict[str, float]:
+    def epoch_step(self) -> dict[str, float]:
         relabelled = self.refresh_labels() if self.epoch % self.kmeans_every == 0 else 0.0
         n = len(self.X)
         perm = torch.randperm(n, generator=self.gen, device=self.dev)
@@ -239,5 +248,5 @@ def fit(X: np.ndarray, k: int, views: np.ndarray | None = None, **kw) -> np.ndar
     """Train from scratch and return the learned unit features (the scikit-learn-like entry)."""
     tr = Trainer(X, k, views, **kw)
     while tr.epoch < tr.epochs:
-        tr.run_epoch()
+        tr.epoch_step()
     return tr.features()

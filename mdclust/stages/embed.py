@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from mdclust.core import journal, layout
+from mdclust.core.encode_runner import DecodeDataset, encode_batches
 from mdclust.core.encoders import ModelSpec, model_spec
 from mdclust.core.errors import MdclustError
-from mdclust.core.images import FileEntry, discover, load_rgb, sha256_file
+from mdclust.core.images import FileEntry, discover, sha256_file
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.progress import progress_bar
 from mdclust.core.store import Store, Transaction
@@ -114,33 +115,6 @@ def _known_state(store: Store, key: str) -> _Known:
 
 
 # -- decoding in worker processes ---------------------------------------------------------------
-class _DecodeDataset:
-    """Indexable for torch's DataLoader: returns (index, pixels or None, failure reason)."""
-
-    def __init__(self, files: list[Path], preprocess):
-        self.files = files
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        try:
-            img = load_rgb(self.files[i])
-        except ValueError as exc:
-            return i, None, str(exc)
-        return i, self.preprocess(img), ""
-
-
-def _collate(items):
-    import torch
-
-    ok = [(i, t) for i, t, _ in items if t is not None]
-    bad = [(i, r) for i, t, r in items if t is None]
-    pixels = torch.stack([t for _, t in ok]) if ok else None
-    return [i for i, _ in ok], pixels, bad
-
-
 def default_workers() -> int:
     # Leave a core to the model's own threads: on 2 CPUs one decoder beat two (docs/benchmarks.md).
     return min(8, max(1, (os.cpu_count() or 1) - 1))
@@ -150,10 +124,46 @@ def default_workers() -> int:
 def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None = None, *,
           model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
           batch_size: int = 64, workers: int | None = None, precision: str = "auto",
-          labels: str | os.PathLike | None = None, allow_download: bool = False,
+          labels: str | os.PathLike | None = None, offline: bool = False,
           views: int = 0, augment: str = views_mod.DEFAULT_AUGMENT,
           show_progress: bool = False) -> EmbedResult:
-    """Embed every image under ``images_dir`` into ``store`` (see module docstring)."""
+    """Embed images with CLIP into the store (incremental and resumable; module docstring).
+
+    Parameters
+    ----------
+    images_dir : path
+        Folder of images, searched recursively.
+    store : Store or path, optional
+        The mdclust store; default ``$MDCLUST_STORE`` or ./mdclust.h5.
+    model : str
+        open_clip model name (``mdclust.models()`` lists them), e.g. ViT-B-32, mdclust-tiny.
+    pretrained : str, optional
+        open_clip tag, a local weights file, or "random"; default the model's bundled weights
+        (mdclust-tiny), else "openai".
+    device : str
+        auto (CUDA, then MPS, then CPU), cpu, cuda or mps.
+    batch_size : int
+        Images per forward pass.
+    workers : int, optional
+        Decoding processes beside the model; default CPUs - 1, at most 8; 0 decodes inline.
+    precision : str
+        auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.
+    labels : path, optional
+        Ground-truth CSV: path, then one column per aspect.
+    offline : bool
+        Never download weights (as HF_HUB_OFFLINE=1 does). Otherwise weights named by an
+        open_clip tag are downloaded into Hugging Face's cache when missing (docs/models.md).
+    views : int
+        Also store this many augmented views per image (for PIPCDR).
+    augment : str
+        Augmentations of the views, a comma list of crop, flip, rotate, jitter, gray, blur.
+    show_progress : bool
+        Show progress on stderr.
+
+    Returns
+    -------
+    EmbedResult
+    """
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
     root = Path(images_dir).expanduser()
@@ -201,8 +211,8 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
             from mdclust.core.encoders import ClipEncoder
 
             result.model_loaded = True
-            encoder = ClipEncoder(spec, device=device, precision=precision,
-                                  allow_download=allow_download)
+            encoder = ClipEncoder(spec, device=device, precision=precision, offline=offline,
+                                  progress=show_progress)
             with progress_bar(show_progress, unit="img") as bar:
                 if todo:
                     _run_batches(store, encoder, root, todo, batch_size, workers, bar, result)
@@ -251,21 +261,15 @@ def _plan(root: Path, entries: list[FileEntry], known: _Known) -> _Plan:
 
 
 def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result) -> None:
-    from torch.utils.data import DataLoader
-
-    dataset = _DecodeDataset([root / p for _, p in todo], encoder.preprocess)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
-                        prefetch_factor=4 if workers else None,
-                        persistent_workers=False)
-    task = bar.add_task("embedding", total=len(todo))
-    for idx, pixels, bad in loader:
+    def sink(idx, vecs, bad) -> None:
         shas = [todo[i][0] for i in idx]
-        vecs = encoder.encode_images(pixels) if pixels is not None else np.zeros((0, 0))
-        failed = [(todo[i][0], reason) for i, reason in bad]
-        _write_journal(store, encoder.spec, shas, vecs, failed)
+        _write_journal(store, encoder.spec, shas, vecs if vecs is not None else np.zeros((0, 0)),
+                       [(todo[i][0], reason) for i, reason in bad])
         result.embedded += len(shas)
-        bar.advance(task, len(idx) + len(bad))
+
+    dataset = DecodeDataset([root / p for _, p in todo], encoder.preprocess)
+    encode_batches(encoder, dataset, sink, batch_size=batch_size, workers=workers, bar=bar,
+                   label="embedding")
 
 
 def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry], plan: _Plan,

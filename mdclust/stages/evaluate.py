@@ -9,26 +9,55 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import MdclustError, QualityGateFailed
+from mdclust.core.errors import BadInput, MdclustError, QualityGateFailed
+from mdclust.core.features import clustering_features
 from mdclust.core.labels import read_labels_csv
+from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.methods.baselines import kmeans
-from mdclust.stages.candidates import validate_interest
-from mdclust.stages.cluster import clustering_features, read_clustering
+from mdclust.stages.cluster import read_clustering
 
 METRICS = ("nmi", "ari", "acc", "ri")
+
+
+@dataclass
+class EvalResult:
+    """Mean and standard deviation of each metric over the runs, and every run's figure
+    (``per_run["nmi"][s]`` is k-means seed s)."""
+
+    interest: str | None
+    method: str
+    aspect: str
+    k: int
+    n: int
+    unlabeled: int
+    runs: int
+    classes: int
+    nmi: float = 0.0
+    nmi_std: float = 0.0
+    ari: float = 0.0
+    ari_std: float = 0.0
+    acc: float = 0.0
+    acc_std: float = 0.0
+    ri: float = 0.0
+    ri_std: float = 0.0
+    per_run: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def _truth(store: Store, aspect: str | None, interest: str | None,
            labels_csv: str | Path | None) -> tuple[str, dict[str, str]]:
     if labels_csv:
-        root = store.attrs("images").get("root")
+        root = store.attrs(layout.IMAGES).get("root")
         table = read_labels_csv(labels_csv, Path(root) if root else None)
     else:
         g = store.read_group(layout.LABELS)
@@ -42,7 +71,7 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
         elif len(aspects) == 1:
             aspect = aspects[0]
         else:
-            raise MdclustError("choose the ground-truth aspect with --aspect: "
+            raise BadInput("choose the ground-truth aspect with --aspect: "
                                + ", ".join(aspects))
     if aspect not in table:
         raise MdclustError(f"no labels for aspect {aspect!r}; known: {', '.join(aspects)}")
@@ -51,12 +80,40 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
 
 def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
              aspect: str | None = None, labels: str | Path | None = None, runs: int = 10,
-             fail_under_nmi: float | None = None) -> dict:
+             fail_under_nmi: float | None = None) -> EvalResult:
+    """Score a clustering against ground truth: NMI, ARI, ACC, RI.
+
+    Parameters
+    ----------
+    store : Store or path
+        The mdclust store (HDF5 file).
+    interest : str, optional
+        The interest the clustering was made for (none for interest-free kmeans/pipcdr).
+    method : str
+        The clustering to score (a method of mdclust.methods).
+    aspect : str, optional
+        Ground-truth aspect; default the interest's name, or the only one.
+    labels : path, optional
+        Ground-truth CSV (path, aspects...) instead of the stored labels.
+    runs : int
+        k-means runs (seeds 0..runs-1) on the method's features; mean and std are reported.
+    fail_under_nmi : float, optional
+        Raise QualityGateFailed when the mean NMI is below this (a CI gate).
+
+    Returns
+    -------
+    EvalResult
+
+    Raises
+    ------
+    BadInput, MissingStage, StaleResult, QualityGateFailed
+        With the one-line message the CLI prints.
+    """
     store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)
     if runs < 1:
-        raise MdclustError("--runs must be at least 1")
+        raise BadInput("--runs must be at least 1")
     store.validate()
     group = read_clustering(store, interest, method)
     aspect, truth = _truth(store, aspect, interest, labels)
@@ -71,23 +128,22 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
         per_run = [scores(t, np.asarray(group["label"])[rows])]
     else:
         per_run = [scores(t, kmeans(X, k, seed=s)[rows]) for s in range(runs)]
-    out = {"interest": interest, "method": method, "aspect": aspect, "k": k,
-           "n": len(rows), "unlabeled": len(paths) - len(rows), "runs": len(per_run),
-           "classes": len(set(t))}
+    out = EvalResult(interest, method, aspect, k, len(rows), len(paths) - len(rows),
+                     len(per_run), len(set(t)))
     for m in METRICS:
         vals = np.array([r[m] for r in per_run])
-        out[m] = round(float(vals.mean()), 6)
-        out[f"{m}_std"] = round(float(vals.std()), 6)
-    out["per_run"] = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
-    if fail_under_nmi is not None and out["nmi"] < fail_under_nmi:
-        raise QualityGateFailed(f"NMI {out['nmi']:.4f} of {method} on {aspect} is below "
-                                f"--fail-under-nmi {fail_under_nmi}", details=out)
+        setattr(out, m, round(float(vals.mean()), 6))
+        setattr(out, f"{m}_std", round(float(vals.std()), 6))
+    out.per_run = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
+    if fail_under_nmi is not None and out.nmi < fail_under_nmi:
+        raise QualityGateFailed(f"NMI {out.nmi:.4f} of {method} on {aspect} is below "
+                                f"--fail-under-nmi {fail_under_nmi}", details=out.to_json())
     return out
 
 
 def _stale(store: Store, group) -> str:
     """Why a clustering no longer covers the store's images ("" when it does)."""
-    g = store.read_group("images")
+    g = store.read_group(layout.IMAGES)
     now = set(g["path"]) if g is not None else set()
     rows = list(group["path"])
     missing = len(now - set(rows))
@@ -99,8 +155,25 @@ def _stale(store: Store, group) -> str:
 
 def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
                warn=None) -> str:
-    """The clustering as CSV text; ``warn(message)`` is called when it is stale (made before
-    the images changed): the rows are still written, as stored."""
+    """A stored clustering as CSV text: path,cluster (and name, when the method names them).
+
+    Parameters
+    ----------
+    store : Store or path
+        The mdclust store (HDF5 file).
+    interest : str, optional
+        The interest the clustering was made for.
+    method : str
+        The clustering to export.
+    warn : callable, optional
+        Called with a message when the clustering is stale (made before the images changed);
+        the rows are still written, as stored.
+
+    Returns
+    -------
+    str
+        The CSV text (``mdclust.load_clustering`` gives the same rows as arrays).
+    """
     store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)

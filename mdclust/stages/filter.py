@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import MdclustError
+from mdclust.core.errors import BadInput
 from mdclust.core.features import load_image_features
+from mdclust.core.layout import read_candidates, validate_interest
 from mdclust.core.store import StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import FILTER_TO_METHOD
 from mdclust.methods import gradnorm as gn
-from mdclust.stages.candidates import load_candidates, validate_interest
 
 POOLS = ("candidates", "wordnet-all")
 
@@ -37,33 +37,68 @@ class FilterResult:
         return {**asdict(self), "count": len(self.selected)}
 
 
-def pseudo_labels(E: np.ndarray, C: int, seed: int) -> np.ndarray:
-    from mdclust.methods.baselines import kmeans
-
-    return kmeans(E, C, seed=seed, n_init=3)
-
-
 def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                  pool: str = "candidates", k: int | None = None, clusters: int | None = None,
                  beta: int = gn.BETA, tau: float = gn.TAU, epochs: int = gn.EPOCHS,
                  lr: float = gn.LR, batch: int = gn.BATCH, min_steps: int = 1000, seed: int = 0,
                  model: str | None = None, template: str = DEFAULT_TEMPLATE,
                  show_progress: bool = False) -> FilterResult:
+    """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases).
+
+    Parameters
+    ----------
+    store : Store or path
+        The mdclust store (HDF5 file).
+    interest : str
+        The user's interest whose candidates are filtered.
+    method : str
+        gradnorm, msp (TAC) or cosine (SIC).
+    pool : str
+        candidates (the interest's) or wordnet-all.
+    k : int, optional
+        Clusters wanted K; sets C = N/600 or 3K; default the candidates' k.
+    clusters : int, optional
+        Pseudo-classes C, overriding the rule.
+    beta : int
+        Nouns kept per pseudo-class (paper: 5).
+    tau : float
+        Classifier temperature (paper: 1/0.08).
+    epochs : int
+        Classifier epochs (Adam).
+    lr : float
+        Classifier learning rate.
+    batch : int
+        Classifier batch size.
+    min_steps : int
+        At least this many optimiser steps (small sets).
+    seed : int
+        Seed of the pseudo-label k-means and the classifier.
+    model : str, optional
+        Feature set (model key) to use when the store holds several.
+    template : str
+        Text prompt for the nouns.
+    show_progress : bool
+        Show progress on stderr.
+
+    Returns
+    -------
+    FilterResult
+    """
     store = as_store(store)
     t0 = time.perf_counter()
     interest = validate_interest(interest)
     if method not in FILTER_TO_METHOD:
-        raise MdclustError(f"unknown filter method {method!r}: use gradnorm, msp or cosine")
+        raise BadInput(f"unknown filter method {method!r}: use gradnorm, msp or cosine")
     if pool not in POOLS:
-        raise MdclustError(f"unknown --pool {pool!r}: use candidates or wordnet-all")
+        raise BadInput(f"unknown --pool {pool!r}: use candidates or wordnet-all")
     if beta < 1 or epochs < 1 or batch < 1 or lr <= 0 or tau <= 0:
-        raise MdclustError("--beta, --epochs and --batch must be >= 1; --lr and --tau > 0")
+        raise BadInput("--beta, --epochs and --batch must be >= 1; --lr and --tau > 0")
     store.validate()
     store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
     if pool == "candidates":
-        words = load_candidates(store, interest)
+        words = read_candidates(store, interest)
         k = k or store.attrs(layout.candidates(interest)).get("k")
     else:
         from mdclust.stages.candidates.wordnet import all_nouns
@@ -71,26 +106,19 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
         words = all_nouns()
     if clusters is None:
         if not k:
-            raise MdclustError("give --k (clusters wanted) or --clusters (pseudo-classes C)")
+            raise BadInput("give --k (clusters wanted) or --clusters (pseudo-classes C)")
         if not 2 <= k <= n:
-            raise MdclustError(f"--k must be between 2 and the number of images ({n})")
+            raise BadInput(f"--k must be between 2 and the number of images ({n})")
         clusters = gn.n_pseudo_classes(n, k)
     if not 2 <= clusters <= n:
-        raise MdclustError(f"--clusters must be between 2 and the number of images ({n})")
+        raise BadInput(f"--clusters must be between 2 and the number of images ({n})")
 
     R = text_features(store, words, template, model=feats.key, show_progress=show_progress)
-    E = feats.vectors
-    y = pseudo_labels(E, clusters, seed)
-    curve: list[float] = []
-    if method == "gradnorm":
-        W, curve = gn.train_cosine_classifier(E, y, clusters, tau=tau, epochs=epochs, lr=lr,
-                                              batch=batch, min_steps=min_steps, seed=seed)
-    else:  # TAC and SIC are the tau -> 0 limit: normalised class means (Eq. 12)
-        W = gn.centroid_weights(E, y, clusters)
-    scores, assign = gn.noun_scores(R.astype(np.float64), W, method, tau)
-    keep = gn.select(scores, assign, beta)
+    cfg = gn.LaICConfig(k=k or 2, score=method, clusters=clusters, beta=beta, tau=tau,
+                        epochs=epochs, lr=lr, batch=batch, min_steps=min_steps, seed=seed)
+    keep, kept_scores, kept_class, curve = gn.filter_nouns(feats.vectors, R, cfg)
     result = FilterResult(interest, method, pool, len(words), clusters,
-                          [words[i] for i in keep], [float(scores[i]) for i in keep])
+                          [words[i] for i in keep], [float(x) for x in kept_scores])
     params = {"pool": pool, "pool_size": len(words), "clusters": clusters, "k": k,
               "beta": beta, "tau": tau, "epochs": epochs, "lr": lr, "batch": batch,
               "min_steps": min_steps, "seed": seed, "template": template,
@@ -99,7 +127,7 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
         txn.put_group(layout.filtered(interest, method), {
             "noun": result.selected,
             "score": np.array(result.scores, dtype=np.float64),
-            "pseudo_class": assign[keep].astype(np.int32),
+            "pseudo_class": kept_class.astype(np.int32),
         }, {"method": method, "params": params, "loss_curve": [round(c, 6) for c in curve]})
     result.seconds = round(time.perf_counter() - t0, 3)
     return result

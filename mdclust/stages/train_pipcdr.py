@@ -10,54 +10,31 @@ result says. Checkpoints as for Multi-DProxy (mdclust/core/checkpoint.py).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from mdclust.core import layout
 from mdclust.core.checkpoint import Checkpoint
-from mdclust.core.errors import MdclustError
-from mdclust.core.features import load_image_features
-from mdclust.core.progress import progress_bar
+from mdclust.core.errors import BadInput, MdclustError, StaleResult
+from mdclust.core.features import clustering_features, load_image_features
+from mdclust.core.layout import validate_interest
 from mdclust.core.store import Store
-from mdclust.methods import pipcdr as pc
+from mdclust.methods import get
+from mdclust.methods.pipcdr_config import PipcdrConfig
 from mdclust.stages import views as views_mod
-
-
-@dataclass
-class PipcdrConfig:
-    k: int | None  # None: the interest's candidates' k
-    epochs: int = pc.EPOCHS
-    batch: int = pc.BATCH
-    lr: float = pc.LR
-    weight_decay: float = pc.WEIGHT_DECAY
-    ema: float = pc.EMA
-    sigma: float = pc.SIGMA
-    w_pip: float = pc.W_PIP
-    tau: float = pc.TAU
-    kmeans_every: int = pc.KMEANS_EVERY
-    queue: int = pc.QUEUE
-    hidden: int = pc.HIDDEN
-    out: int = pc.OUT
-    seed: int = 0
-    features: str = "images"
-    views: str = "auto"  # "auto" (stored views if any), "none", or a set name ("crop+flip")
-    checkpoint_every: int = 10
-
-    def model_kwargs(self) -> dict:
-        skip = ("k", "features", "views", "checkpoint_every")
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+from mdclust.stages.train import TrainResult, run_epochs, save
 
 
 def _validate(cfg: PipcdrConfig) -> None:
     if min(cfg.epochs, cfg.kmeans_every, cfg.hidden, cfg.out, cfg.checkpoint_every) < 1 \
             or cfg.batch < 2 or cfg.queue < 0:
-        raise MdclustError("--epochs, --kmeans-every must be >= 1, --batch >= 2, --queue >= 0")
+        raise BadInput("--epochs, --kmeans-every must be >= 1, --batch >= 2, --queue >= 0")
     if not 0 <= cfg.ema < 1 or not 0 <= cfg.w_pip <= 1:
-        raise MdclustError("--ema must be in [0, 1) and --w-pip in [0, 1]")
+        raise BadInput("--ema must be in [0, 1) and --w-pip in [0, 1]")
     if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.tau <= 0 or cfg.sigma < 0:
-        raise MdclustError("--lr and --tau must be > 0, --wd and --sigma >= 0")
+        raise BadInput("--lr and --tau must be > 0, --wd and --sigma >= 0")
 
 
 def input_features(store: Store, interest: str | None, spec: str, model: str | None):
@@ -67,29 +44,25 @@ def input_features(store: Store, interest: str | None, spec: str, model: str | N
         return interest, feats.paths, feats.vectors, feats.key, feats.shas
     source, _, method = spec.partition(":")
     if not method:
-        raise MdclustError(f"--features {spec!r}: use images or INTEREST:METHOD "
+        raise BadInput(f"--features {spec!r}: use images or INTEREST:METHOD "
                            "(e.g. color:multidproxy)")
     if interest is not None and interest != source:
-        raise MdclustError(f"--interest {interest!r} but --features names {source!r}")
-    from mdclust.stages.candidates import validate_interest
-    from mdclust.stages.cluster import clustering_features, get_method, read_clustering
-    from mdclust.stages.train import trained_features
-
+        raise BadInput(f"--interest {interest!r} but --features names {source!r}")
     source = validate_interest(source)
-    m = get_method(method)
+    m = get(method)
     if method == "pipcdr":
-        raise MdclustError("--features cannot be pipcdr's own output")
+        raise BadInput("--features cannot be pipcdr's own output")
     if m.kind == "trained":
-        paths, X = trained_features(store, source, method)
+        paths, X = layout.read_trained(store, source, method)
     else:
-        group = read_clustering(store, source, method)
+        group = layout.read_clustering(store, source, method)
         X = clustering_features(store, group)
         if X is None:
-            raise MdclustError(f"{method} produces no features to train on; use images or a "
+            raise BadInput(f"{method} produces no features to train on; use images or a "
                                "method with features (gradnorm, tac, sic, multidproxy)")
         paths = list(group["path"])
     if paths != feats.paths:
-        raise MdclustError(f"the images changed since {source}:{method} was made; run it again")
+        raise StaleResult(f"the images changed since {source}:{method} was made; run it again")
     X = np.asarray(X, dtype=np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True).clip(min=1e-12)
     return source, paths, X, feats.key, None
@@ -101,7 +74,7 @@ def _views(store: Store, cfg: PipcdrConfig, key: str, shas: list[str] | None, X:
         return None, "feature-space augmentation (--views none)"
     if shas is None:
         if cfg.views != "auto":
-            raise MdclustError("--views applies to --features images only")
+            raise BadInput("--views applies to --features images only")
         return None, "feature-space augmentation (stored views are of images, not of "\
                      f"{cfg.features})"
     found = views_mod.load(store, key, shas, cfg.views)
@@ -137,22 +110,24 @@ def _make_views(store: Store, key: str, show_progress: bool) -> bool:
     return True
 
 
-def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, device: str = "auto",
-                 model: str | None = None, show_progress: bool = False,
-                 stop_after: int | None = None):
-    from mdclust.stages.cluster import resolve_k
-    from mdclust.stages.train import TrainResult
+def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig | None, *,
+                 k: int | None = None, device: str = "auto", model: str | None = None,
+                 grid: bool = False, grid_epochs: int | None = None,
+                 show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
+    from mdclust.core.encoders import resolve_device
+    from mdclust.methods import pipcdr as pc
 
+    if grid:
+        raise BadInput("--grid applies to multidproxy only")
     t0 = time.perf_counter()
     store.validate()
     store.check_writable()  # before the work, not at commit
     if interest is not None:
-        from mdclust.stages.candidates import validate_interest
-
         interest = validate_interest(interest)
+    cfg = replace(cfg or PipcdrConfig(k=None), k=k or (cfg.k if cfg else None) or None)
     _validate(cfg)
     interest, paths, X, key, shas = input_features(store, interest, cfg.features, model)
-    cfg.k = resolve_k(store, interest, cfg.k, len(paths))  # bad input fails before any work
+    cfg.k = layout.resolve_k(store, interest, cfg.k, len(paths))  # bad input fails early
     views, how = _views(store, cfg, key, shas, X)
     made = views is None and cfg.views == "auto" and shas is not None and \
         _make_views(store, key, show_progress)
@@ -160,45 +135,28 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig, *, devic
         interest, paths, X, key, shas = input_features(store, interest, cfg.features, key)
         views, how = _views(store, cfg, key, shas, X)
 
-    from mdclust.core.encoders import resolve_device
-
     dev = resolve_device(device)
     trainer = pc.Trainer(X, cfg.k, views, device=dev, **cfg.model_kwargs())
     checkpoint = Checkpoint(store, "pipcdr", {"cfg": asdict(cfg), "key": key, "paths": paths,
                                               "interest": interest, "views": how,
                                               "x": float(X.sum())})
-    state = checkpoint.load(dev)
-    if state is not None:
-        trainer.load(state)
+    progress = run_epochs(
+        trainer, checkpoint, total=cfg.epochs, checkpoint_every=cfg.checkpoint_every,
+        device=dev, label="pipcdr", show_progress=show_progress, stop_after=stop_after,
+        describe=lambda s: (f"loss {s['loss']:.4f} pip {s['pip']:.3f} "
+                            f"disp {s['dispersion']:.3f} comp {s['compact']:.3f}"))
     result = TrainResult(interest, "pipcdr", cfg.k, len(paths), cfg.epochs,
-                         resumed_from=trainer.epoch, features=cfg.features,
-                         augmentation=how + (" (made now: none were stored)" if made else ""))
-    calls, train_seconds = 0, 0.0
-    with progress_bar(show_progress, unit="epochs") as bar:
-        task = bar.add_task("pipcdr", total=cfg.epochs, completed=trainer.epoch)
-        while trainer.epoch < cfg.epochs:
-            if stop_after is not None and calls >= stop_after:
-                result.seconds = round(time.perf_counter() - t0, 3)
-                return result
-            t1 = time.perf_counter()
-            sums = trainer.run_epoch()
-            train_seconds += time.perf_counter() - t1
-            calls += 1
-            if trainer.epoch % cfg.checkpoint_every == 0 and trainer.epoch < cfg.epochs:
-                checkpoint.save(trainer.state())
-            bar.update(task, completed=trainer.epoch, description=(
-                f"pipcdr loss {sums['loss']:.4f} pip {sums['pip']:.3f} "
-                f"disp {sums['dispersion']:.3f} comp {sums['compact']:.3f}"))
-    features = trainer.features()
-    params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how}
-    curves = {f"curve_{n}": np.array(v, dtype=np.float64) for n, v in trainer.curves.items()}
-    with store.transaction() as txn:
-        txn.put_group(layout.trained(interest, "pipcdr"), {
-            "path": paths, "features": features.astype(np.float32),
-            "pseudo_label": trainer.labels.cpu().numpy().astype(np.int32), **curves,
-        }, {"method": "pipcdr", "params": params, "resumed_from": result.resumed_from})
-    checkpoint.remove()
-    result.final_loss = float(trainer.curves["loss"][-1])
+                         resumed_from=progress.resumed_from, features=cfg.features,
+                         augmentation=how + (" (made now: none were stored)" if made else ""),
+                         finished=progress.finished)
+    if progress.finished:
+        params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how}
+        save(store, interest, "pipcdr", {
+            "path": paths, "features": trainer.features().astype(np.float32),
+            "pseudo_label": trainer.labels.cpu().numpy().astype(np.int32),
+        }, trainer.curves, {"params": params, "resumed_from": result.resumed_from})
+        checkpoint.remove()
+        result.final_loss = float(trainer.curves["loss"][-1])
+        result.seconds_per_epoch = round(progress.seconds / max(1, progress.epochs), 4)
     result.seconds = round(time.perf_counter() - t0, 3)
-    result.seconds_per_epoch = round(train_seconds / max(1, calls), 4)
     return result

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdclust.core import journal, layout
+from mdclust.core import encode_runner, journal, layout
 from mdclust.core.errors import MdclustError
-from mdclust.core.images import load_rgb
 from mdclust.core.store import Store, Transaction
 
 JOURNAL_KIND = "views"
@@ -58,40 +57,26 @@ def _seed(sha: str, j: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{sha}:{j}".encode()).digest()[:8], "little") >> 1
 
 
-class ViewDataset:
-    """(index, (V, 3, H, W) pixels or None, failure reason) for torch's DataLoader."""
+class ViewDataset(encode_runner.DecodeDataset):
+    """The V augmented views (V, 3, H, W) of each (sha, file) item, or None and a reason."""
 
     def __init__(self, items: list[tuple[str, Path]], names: tuple[str, ...], views: int,
                  size: int, preprocess):
-        self.items, self.names, self.views = items, names, views
-        self.size, self.preprocess = size, preprocess
+        super().__init__([path for _, path in items], preprocess)
+        self.shas = [sha for sha, _ in items]
+        self.names, self.views, self.size = names, views, size
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
+    def transform(self, i: int, img):
         import torch
         from torchvision import transforms as T
 
-        sha, path = self.items[i]
-        try:
-            img = load_rgb(path)
-        except ValueError as exc:
-            return i, None, str(exc)
         aug = T.Compose([_transforms(n, self.size) for n in self.names])
         out = []
         for j in range(self.views):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seed(sha, j))
+                torch.manual_seed(_seed(self.shas[i], j))
                 out.append(self.preprocess(aug(img)))
-        return i, torch.stack(out), ""
-
-
-def _collate(items):
-    import torch
-
-    ok = [(i, t) for i, t, _ in items if t is not None]
-    return [i for i, _ in ok], torch.stack([t for _, t in ok]) if ok else None
+        return torch.stack(out)
 
 
 def stored(store: Store, key: str, names: tuple[str, ...], views: int) -> set[str]:
@@ -110,27 +95,25 @@ def stored(store: Store, key: str, names: tuple[str, ...], views: int) -> set[st
 def run(store: Store, encoder, items: list[tuple[str, Path]], names: tuple[str, ...],
         views: int, batch_size: int, workers: int, bar=None) -> int:
     """Encode and journal the views of ``items`` (sha, file; see stored()); returns how many."""
-    from torch.utils.data import DataLoader
-
     path = layout.views(encoder.spec.key, set_name(names))
-    todo = items
     size = encoder.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    per_batch = max(1, batch_size // views)
-    loader = DataLoader(ViewDataset(todo, names, views, size, encoder.preprocess),
-                        batch_size=per_batch, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=4 if workers else None)
-    task = bar.add_task(f"views ({set_name(names)} x{views})", total=len(todo)) if bar else None
-    for idx, pixels in loader:
+
+    def sink(idx, vecs, bad) -> None:
+        # A file that does not decode is recorded as skipped by the features pass; it has no
+        # views to keep.
         if idx:
-            vecs = encoder.encode_images(pixels.flatten(0, 1)).reshape(len(idx), views, -1)
             journal.write_batch(store, JOURNAL_KIND, group=np.array(path),
                                 augment=np.array(set_name(names)), views=np.array(views),
-                                sha=np.array([todo[i][0] for i in idx], dtype="U64"),
+                                sha=np.array([items[i][0] for i in idx], dtype="U64"),
                                 vectors=vecs.astype(np.float16))
-        if bar:
-            bar.advance(task, per_batch)
-    return len(todo)
+
+    # --batch-size counts tensors per forward pass, and each image brings V of them.
+    dataset = ViewDataset(items, names, views, size, encoder.preprocess)
+    encode_runner.encode_batches(encoder, dataset, sink, batch_size=max(1, batch_size // views),
+                                 workers=workers, bar=bar,
+                                 label=f"views ({set_name(names)} x{views})")
+    return len(items)
 
 
 def commit(txn: Transaction, store: Store, live: set[str]) -> list[Path]:

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mdclust.core import layout
-from mdclust.core.errors import MdclustError
-from mdclust.core.store import Store, StoreLike, as_store, now_iso
+from mdclust.core.errors import BadInput, MdclustError
+from mdclust.core.layout import validate_interest
+from mdclust.core.store import StoreLike, as_store, now_iso
 
 SOURCES = ("llm", "wordnet", "wordnet-all", "file")
 # Multi-DProxy starts from 2**beta * M candidates with beta = E / R = 1000 / 200 (paper defaults).
@@ -42,16 +43,6 @@ class CandidateResult:
         return d
 
 
-def validate_interest(interest: str | None) -> str:
-    name = " ".join((interest or "").split())
-    if not name:
-        raise MdclustError("--interest is required for this command")
-    if "/" in name or name.startswith(".") or len(name) > 100:
-        raise MdclustError(f"invalid interest name {interest!r}: no '/', no leading '.', "
-                           "at most 100 characters")
-    return name
-
-
 def default_n(k: int | None) -> int:
     return (2 ** MULTIDPROXY_BETA) * k if k else DEFAULT_N
 
@@ -71,45 +62,79 @@ def read_words_file(path: str | Path) -> list[str]:
             for w in re.split(r"[,;\t]", line)]
 
 
-def load_candidates(store: Store, interest: str) -> list[str]:
-    """The stored list for ``interest``; a clear error if there is none."""
-    interest = validate_interest(interest)
-    g = store.read_group(layout.candidates(interest))
-    if g is None or not g["word"]:
-        known = store.children("interests")
-        raise MdclustError(f"no candidates for interest {interest!r}; run `mdclust candidates "
-                           f"--interest {interest}` first" +
-                           (f" (interests in the store: {', '.join(known)})" if known else ""))
-    return list(g["word"])
-
-
 def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int | None = None,
                llm: str | None = None, source: str | None = None,
                from_file: str | Path | None = None, context: str | None = None,
                refresh: bool = False, api_base: str | None = None, timeout: float = 60.0,
                retries: int = 2, rounds: int = 3, encode: bool = True, model: str | None = None,
                template: str | None = None, show_progress: bool = False) -> CandidateResult:
+    """Candidate words for an interest (LLM, WordNet or a file), stored with provenance.
+
+    Parameters
+    ----------
+    store : Store or path
+        The mdclust store (HDF5 file).
+    interest : str
+        The user's interest, e.g. "color".
+    k : int, optional
+        Number of clusters M; sets ``n`` to 2^5 * M (Multi-DProxy's 2^(E/R) * M).
+    n : int, optional
+        Number of candidates to ask for; default 2^5 * k, or 50.
+    llm : str, optional
+        litellm model string (gpt-4o, anthropic/..., ollama/llama3, openai/<name> with
+        ``api_base``).
+    source : str, optional
+        wordnet (hyponyms of the interest) or wordnet-all (every noun); the default when
+        neither ``llm`` nor ``from_file`` is given is wordnet.
+    from_file : path, optional
+        Words file: one per line or comma-separated; '#' starts a comment.
+    context : str, optional
+        What the images are, for the LLM prompt (e.g. "photos of fruit").
+    refresh : bool
+        Ask again even if the same request is stored.
+    api_base : str, optional
+        Base URL of an OpenAI-compatible or other provider endpoint.
+    timeout : float
+        Seconds to wait for each LLM answer; an answer that does not come in time is not
+        retried.
+    retries : int
+        Retries of an LLM call that failed fast (connection refused, HTTP 5xx, rate limit).
+    rounds : int
+        Requests in all when the answer has too few items.
+    encode : bool
+        Also encode and cache the words' text features.
+    model : str, optional
+        Feature set (model key) whose text encoder encodes the words.
+    template : str, optional
+        Prompt template for the text features; default "A photo of a {}.".
+    show_progress : bool
+        Show progress on stderr.
+
+    Returns
+    -------
+    CandidateResult
+    """
     store = as_store(store)
     interest = validate_interest(interest)
     chosen = [x for x in (llm, source, from_file) if x]
     if len(chosen) > 1:
-        raise MdclustError("choose one of --llm, --source and --from-file")
+        raise BadInput("choose one of --llm, --source and --from-file")
     if source and source not in ("wordnet", "wordnet-all"):
-        raise MdclustError(f"unknown --source {source!r}: use wordnet or wordnet-all")
+        raise BadInput(f"unknown --source {source!r}: use wordnet or wordnet-all")
     kind = "llm" if llm else "file" if from_file else (source or "wordnet")
     if k is not None and k < 2:
-        raise MdclustError("--k must be at least 2")
+        raise BadInput("--k must be at least 2")
     if n is not None and n < 1:
-        raise MdclustError("--n must be at least 1")
+        raise BadInput("--n must be at least 1")
     if timeout <= 0 or retries < 0 or rounds < 1:
-        raise MdclustError("--timeout must be > 0, --retries >= 0, --rounds >= 1")
+        raise BadInput("--timeout must be > 0, --retries >= 0, --rounds >= 1")
     n_req = None if kind == "wordnet-all" else (n or default_n(k) if kind != "file" else n)
     store.validate()
     store.check_writable()  # before the work, not at commit
     with store.snapshot() as snap:
         n_images = (snap.shape(layout.IMAGE_PATHS) or (None,))[0]
     if k is not None and n_images is not None and k > n_images:
-        raise MdclustError(f"--k {k} is more than the number of images ({n_images}); "
+        raise BadInput(f"--k {k} is more than the number of images ({n_images}); "
                            "k is the number of clusters")
     request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
                "file": str(Path(from_file).resolve()) if from_file else ""}
