@@ -129,18 +129,103 @@ def test_older_schema_is_upgraded_by_its_migration(store_path, monkeypatch):
     with Store(store_path).transaction() as txn:
         txn.put_group("images", {"path": ["a.png"]})
 
-    def rename_images(txn):  # a made-up step from schema 1 to 2
+    def rename_images(txn):  # a made-up step from schema 2 to 3
         g = txn.read_group("images")
         txn.put_group("pictures", dict(g.data), provenance=False)
         txn.delete("images")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", {1: rename_images})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {2: rename_images})
     st = Store(store_path)
     st.validate()
-    assert st.attrs("/")[SCHEMA_ATTR] == 2
+    assert st.attrs("/")[SCHEMA_ATTR] == 3
     assert st.read_group("pictures")["path"] == ["a.png"] and st.read_group("images") is None
     monkeypatch.setattr(store_mod, "MIGRATIONS", {})
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
-    with pytest.raises(MdclustError, match="no upgrade from store schema 2"):
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 4)
+    with pytest.raises(MdclustError, match="no upgrade from store schema 3"):
         st.validate()
+
+
+# -- writes cost what they write: large groups in data files linked from the entry file -----
+
+def big(n=300_000):  # 1.2 MB of float32: above EXTERNAL_MIN_BYTES
+    return np.arange(n, dtype=np.float32)
+
+
+def test_large_groups_live_in_data_files_that_later_commits_do_not_copy(store_path, tmp_path,
+                                                                         monkeypatch):
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("features/m", {"vectors": big()}, {"dim": 1})
+        txn.put_group("interests/c/candidates", {"word": ["red"]})
+    files = sorted(st.data_dir.glob("*.h5"))
+    assert len(files) == 1 and files[0].name.startswith("features.m.")
+    assert store_path.stat().st_size < 100_000  # the entry file holds links, not the array
+    stamp = files[0].stat().st_mtime_ns
+    with st.transaction() as txn:  # a small commit: the data file is neither read nor copied
+        txn.put_group("clusterings/kmeans", {"label": np.zeros(10, np.int32)})
+    assert st.last_commit["data_files_written"] == 0
+    assert st.last_commit["bytes_written"] == store_path.stat().st_size < 100_000
+    assert sorted(st.data_dir.glob("*.h5")) == files and files[0].stat().st_mtime_ns == stamp
+    # any HDF5 reader opens the entry file and follows the link, from any working directory
+    monkeypatch.chdir(tmp_path)
+    with h5py.File(store_path, "r") as f:
+        np.testing.assert_array_equal(f["features/m/vectors"][()], big())
+        assert f["features/m"].attrs["dim"] == 1
+        assert isinstance(f["features"].get("m", getlink=True), h5py.ExternalLink)
+    assert st.read_group("features/m").attrs["dim"] == 1
+
+
+def test_replaced_data_files_are_removed_one_commit_later(store_path):
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("features/m", {"vectors": big()})
+    first = {p.name for p in st.data_dir.glob("*.h5")}
+    orphan = st.data_dir / "features.m.0123456789ab.h5"  # what a commit killed mid-way leaves
+    orphan.write_bytes(b"partial")
+    with st.transaction() as txn:
+        txn.put_group("features/m", {"vectors": big() + 1})
+    second = {p.name for p in st.data_dir.glob("*.h5")}
+    assert first < second and len(second) == 2  # the replaced file stays for readers in flight
+    assert not orphan.exists()
+    with st.transaction() as txn:
+        txn.put_group("x", {"v": np.arange(3)})
+    assert {p.name for p in st.data_dir.glob("*.h5")} == second - first
+    np.testing.assert_array_equal(st.read_group("features/m")["vectors"], big() + 1)
+    with st.transaction() as txn:
+        txn.delete("features/m")
+    with st.transaction() as txn:
+        txn.put_group("x", {"v": np.arange(4)})
+    assert list(st.data_dir.glob("*.h5")) == []
+
+
+def test_a_store_of_the_previous_layout_opens_and_is_upgraded(tmp_path, monkeypatch):
+    """tests/data/store_v1.h5 was written by mdclust before data files (schema 1): embed with
+    labels, candidates, filter, gradnorm and kmeans clusterings, all inside one file."""
+    import shutil
+    from pathlib import Path
+
+    import mdclust
+    import mdclust.core.store as store_mod
+
+    path = tmp_path / "old.h5"
+    shutil.copy(Path(__file__).parent / "data" / "store_v1.h5", path)
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs[SCHEMA_ATTR]) == 1
+        before = {"features": f["features"][list(f["features"])[0]]["vectors"][()],
+                  "labels": f["interests/color/clusterings/gradnorm/label"][()]}
+    assert mdclust.info(path).images == 10  # read as it is (info upgrades it on the way)
+    # everything counts as large here, so the upgrade's commit moves every data group out
+    monkeypatch.setattr(store_mod, "EXTERNAL_MIN_BYTES", 1)
+    st = Store(path)
+    st.upgrade()
+    assert st.attrs("/")[SCHEMA_ATTR] == SCHEMA_VERSION == 2
+    names = {p.name.split(".")[0] for p in st.data_dir.glob("*.h5")}
+    assert {"images", "features", "labels", "interests"} <= names
+    after = mdclust.load_clustering(path, "color", method="gradnorm")
+    np.testing.assert_array_equal(after.labels, before["labels"])
+    key = mdclust.info(path).models[0]
+    np.testing.assert_array_equal(st.read_group(f"features/{key}")["vectors"], before["features"])
+    assert mdclust.evaluate(path, "color", method="gradnorm", runs=2).n == 10
+    mdclust.cluster(path, method="kmeans", k=3)
+    assert sorted(mdclust.load_clustering(path, method="kmeans").sizes) != []

@@ -1,9 +1,17 @@
 """The HDF5 store: the only module that imports h5py.
 
-Every write goes through :meth:`Store.transaction`, which builds a complete new file next to the
-old one and swaps it in with ``os.replace``. A crash at any point therefore leaves either the old
-file or the new one, never a half-written mix (HDF5 itself offers no such guarantee for in-place
-edits). See docs/store.md for the layout.
+The store is one entry file (``s.h5``) plus a folder of data files beside it (``s.h5.data/``).
+A group whose datasets exceed ``EXTERNAL_MIN_BYTES`` lives in a data file of its own, written
+once and never modified, and the entry file holds an HDF5 external link to it; small groups
+and every attribute that describes the store stay in the entry file. h5py, h5dump and HDFView
+follow the links, so the entry file opens like any HDF5 file.
+
+Every write goes through :meth:`Store.transaction`: new large groups go to new data files
+(fsynced), then a new entry file is built next to the old one, holding the small groups and
+the links to the data files that did not change, and swapped in with ``os.replace``. A crash at
+any point leaves either the old entry file or the new one, each with all the data files it
+links to; data files no entry links to are removed by a later commit. A commit therefore costs
+what it writes plus the (small) entry file, not the whole store. See docs/store.md.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import stat
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -26,16 +35,23 @@ import numpy as np
 from mdclust import __version__
 from mdclust.core.errors import MdclustError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Upgrade steps, as in simonw/llm's migrations: MIGRATIONS[v] turns a schema-v store into
 # schema v+1 inside one transaction. Stores of an older schema are upgraded on first use.
-MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {}
+# 1 -> 2: large groups move out of the entry file into data files; the commit that the upgrade
+# runs does that as it copies the old file (Transaction._copy), so the step itself is empty.
+MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {1: lambda txn: None}
 SCHEMA_ATTR = "mdclust_schema"
 DEFAULT_STORE = "mdclust.h5"
 LOCK_TIMEOUT_ENV = "MDCLUST_LOCK_TIMEOUT"
 LOCK_TIMEOUT = 600.0  # seconds a command waits for another one's lock before giving up
 LOCK_NOTE_AFTER = 1.0  # seconds before saying who holds the lock
 _JSON_PREFIX = "json:"
+# Groups larger than this go to a data file of their own; below it the entry file holds them
+# (a rewrite of a 1 MiB group costs ~5 ms, and a file per tiny group would litter the folder).
+EXTERNAL_MIN_BYTES = 1 << 20
+DATA_GROUP = "group"  # the path of the group inside its data file
+FIXED_STRING_MAX = 512  # longer strings are stored variable-length (one would pad them all)
 _HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
 StoreLike = Union["Store", str, os.PathLike, None]  # what every stage accepts as its store
 
@@ -89,7 +105,7 @@ def _decode_attr(value: Any) -> Any:
 
 def _read_dataset(ds: h5py.Dataset) -> Any:
     if h5py.check_string_dtype(ds.dtype) is not None:
-        return [str(s) for s in ds.asstr()[()]]
+        return ds.asstr("utf-8")[()].tolist()
     return ds[()]
 
 
@@ -98,8 +114,16 @@ def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
         chunks = value.ndim > 0 and value.size > 0
         group.create_dataset(name, data=value, chunks=True if chunks else None)
         return
-    values = [str(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    group.create_dataset(name, data=np.array(values, dtype=object),
+    values = [str(v).encode() for v in (value.tolist() if isinstance(value, np.ndarray)
+                                         else value)]
+    longest = max(map(len, values), default=1)
+    if longest <= FIXED_STRING_MAX and values:
+        # Fixed-length UTF-8 bytes, compressed: a million paths take ~1 MB instead of ~64 MB
+        # as variable-length strings (whose heap HDF5 cannot compress).
+        group.create_dataset(name, data=np.array(values, dtype=f"S{longest}"), chunks=True,
+                             compression="gzip", compression_opts=1, shuffle=True)
+        return
+    group.create_dataset(name, data=np.array([v.decode() for v in values], dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
 
 
@@ -142,6 +166,19 @@ class _Snapshot:
         with _damaged(self._f, path):
             return tuple(self._f[path].shape) if self.has(path) else None
 
+    def read_strings(self, path: str) -> list[str]:
+        """One string dataset (e.g. images/path) without the rest of its group."""
+        with _damaged(self._f, path):
+            return _read_dataset(self._f[path]) if self.has(path) else []
+
+    def chunks(self, path: str, rows: int = 65_536) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, array) for successive row blocks of a numeric dataset: reading a
+        large matrix this way needs one block of memory beyond what the caller keeps."""
+        with _damaged(self._f, path):
+            ds = self._f[path]
+            for start in range(0, ds.shape[0], rows):
+                yield start, ds[start:start + rows]
+
 
 @contextlib.contextmanager
 def _damaged(f, path: str) -> Iterator[None]:
@@ -159,10 +196,13 @@ def _damaged(f, path: str) -> Iterator[None]:
 class Transaction(_Snapshot):
     """Collects group replacements and deletions; applied atomically on commit."""
 
-    def __init__(self, f: h5py.File | None):
+    def __init__(self, f: h5py.File | None, data_dir: Path | None = None):
         super().__init__(f)
         self._puts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._deletes: set[str] = set()
+        self._data_dir = data_dir
+        self.written: list[Path] = []  # data files this commit made
+        self.bytes_written = 0
 
     def put_group(self, path: str, data: dict[str, Any], attrs: dict[str, Any] | None = None,
                   provenance: bool = True) -> None:
@@ -226,30 +266,98 @@ class Transaction(_Snapshot):
         if self._f is not None:
             for key, value in self._f.attrs.items():
                 dst.attrs[key] = value
-            _copy_except(self._f, dst, "", skip)
+            self._copy(self._f, dst, "", skip)
         dst.attrs[SCHEMA_ATTR] = SCHEMA_VERSION
         dst.attrs["mdclust_version"] = __version__
         dst.attrs.setdefault("created", now_iso())
         for path, (data, attrs) in sorted(self._puts.items()):
-            g = dst.require_group(path)
-            for key, value in attrs.items():
-                g.attrs[key] = _encode_attr(value)
-            for name, value in data.items():
-                _write_dataset(g, name, value)
+            parent, _, name = path.rpartition("/")
+            if _data_bytes(data) >= EXTERNAL_MIN_BYTES and self._data_dir is not None:
+                with self._data_file(path) as (f, link):
+                    _fill_group(f.create_group(DATA_GROUP), data, attrs)
+                (dst.require_group(parent) if parent else dst)[name] = link
+            else:
+                _fill_group(dst.require_group(path), data, attrs)
+
+    @contextlib.contextmanager
+    def _data_file(self, path: str) -> Iterator[tuple[h5py.File, h5py.ExternalLink]]:
+        """A new data file for the group at ``path`` and the link to it from the entry file;
+        fsynced on exit, before the entry file that links to it is swapped in."""
+        self._data_dir.mkdir(exist_ok=True)
+        name = f"{path.replace('/', '.')}.{uuid.uuid4().hex[:12]}.h5"
+        file = self._data_dir / name
+        with h5py.File(file, "w") as f:
+            yield f, h5py.ExternalLink(f"{self._data_dir.name}/{name}", f"/{DATA_GROUP}")
+        _fsync_file(file)
+        self.written.append(file)
+        self.bytes_written += file.stat().st_size
+
+    def _copy(self, src: h5py.Group, dst: h5py.Group, prefix: str, skip: set[str]) -> None:
+        """Copy the old entry file's groups except those replaced or deleted: links to data
+        files are copied as links (the data is not read); a large group still stored inside
+        the entry file (a schema-1 store) moves to a data file of its own."""
+        for name in src:
+            full = f"{prefix}{name}"
+            if full in skip:
+                continue
+            link = src.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                dst[name] = h5py.ExternalLink(link.filename, link.path)
+                continue
+            item = src[name]
+            if not isinstance(item, h5py.Group):
+                src.copy(item, dst, name=name)
+            elif any(isinstance(v, h5py.Dataset) for v in item.values()) and \
+                    not any(s.startswith(full + "/") for s in skip) and \
+                    _stored_bytes(item) >= EXTERNAL_MIN_BYTES and self._data_dir is not None:
+                with self._data_file(full) as (f, new_link):
+                    src.copy(item, f, name=DATA_GROUP)
+                dst[name] = new_link
+            else:
+                sub = dst.require_group(name)
+                for key, value in item.attrs.items():
+                    sub.attrs[key] = value
+                self._copy(item, sub, full + "/", skip)
 
 
-def _copy_except(src: h5py.Group, dst: h5py.Group, prefix: str, skip: set[str]) -> None:
-    for name, item in src.items():
-        full = f"{prefix}{name}"
-        if full in skip:
-            continue
-        if isinstance(item, h5py.Group) and any(s.startswith(full + "/") for s in skip):
-            sub = dst.require_group(name)
-            for key, value in item.attrs.items():
-                sub.attrs[key] = value
-            _copy_except(item, sub, full + "/", skip)
+def _fill_group(g: h5py.Group, data: dict[str, Any], attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        g.attrs[key] = _encode_attr(value)
+    for name, value in data.items():
+        _write_dataset(g, name, value)
+
+
+def _data_bytes(data: dict[str, Any]) -> int:
+    """Roughly what a group's datasets take on disk (strings: their bytes plus a heap entry)."""
+    total = 0
+    for value in data.values():
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
+            total += value.nbytes
         else:
-            src.copy(item, dst, name=name)
+            total += sum(len(str(v)) + 16 for v in value)
+    return total
+
+
+def _stored_bytes(g: h5py.Group) -> int:
+    return sum(v.id.get_storage_size() for v in g.values() if isinstance(v, h5py.Dataset))
+
+
+def data_files(f: h5py.File | None) -> set[str]:
+    """The data files (names relative to the entry file's folder) an entry file links to."""
+    found: set[str] = set()
+    if f is None:
+        return found
+
+    def walk(g: h5py.Group) -> None:
+        for name in g:
+            link = g.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                found.add(link.filename)
+            elif isinstance(link, h5py.HardLink) and isinstance(g[name], h5py.Group):
+                walk(g[name])
+
+    walk(f)
+    return found
 
 
 class Store:
@@ -342,6 +450,11 @@ class Store:
         return self.path.with_name(self.path.name + ".lock")
 
     @property
+    def data_dir(self) -> Path:
+        """Where groups too large for the entry file live, one HDF5 file each."""
+        return self.path.with_name(self.path.name + ".data")
+
+    @property
     def journal_dir(self) -> Path:
         """Where long-running stages commit batches between store rewrites."""
         return self.path.with_name(self.path.name + ".journal")
@@ -428,25 +541,48 @@ class Store:
             # Under the lock no other writer is active, so any temp file is a killed commit's.
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
-            txn = Transaction(src)
+            txn = Transaction(src, self.data_dir)
             yield txn
             if not txn.dirty and src is not None:
                 return
+            before = data_files(src)
             tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
             try:
                 with h5py.File(tmp, "w") as dst:
                     txn._write(dst)
+                    after = data_files(dst)
                 if src is not None:
                     _copy_owner_and_mode(self.path, tmp)
+                    for file in txn.written:
+                        _copy_owner_and_mode(self.path, file)
                 _fsync_file(tmp)
+                if txn.written:
+                    _fsync_dir(self.data_dir)
+                txn.bytes_written += tmp.stat().st_size
                 os.replace(tmp, self.path)
                 _fsync_dir(self.path.parent)
             except OSError as exc:  # disk full, file too large, I/O error: the old file stays
+                for file in txn.written:
+                    file.unlink(missing_ok=True)
                 raise MdclustError(f"cannot write the store {self.path}: "
                                    f"{exc.strerror or ' '.join(str(exc).split())[:160]}; "
                                    "nothing was changed") from exc
             finally:
                 tmp.unlink(missing_ok=True)
+            self.last_commit = {"bytes_written": txn.bytes_written,
+                                "data_files_written": len(txn.written)}
+            self._collect(before | after)
+
+    def _collect(self, keep: set[str]) -> None:
+        """Remove data files that neither the new entry file nor the one it replaced links
+        to: those of replaced groups, and those a killed commit left. The replaced entry
+        file's are kept one more commit, for a reader that opened it just before the swap."""
+        if not self.data_dir.is_dir():
+            return
+        keep_names = {Path(k).name for k in keep}
+        for file in self.data_dir.glob("*.h5"):
+            if file.name not in keep_names:
+                file.unlink(missing_ok=True)
 
 
 def _lock_timeout() -> float:

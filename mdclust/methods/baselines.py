@@ -18,6 +18,7 @@ class KMeansConfig:
     seed: int = 0
     spherical: bool = False
     n_init: int = 10
+    backend: str = "auto"  # auto, sklearn or faiss (BACKENDS)
 
 
 @dataclass
@@ -28,15 +29,56 @@ class ZeroShotConfig:
     template: str = ZERO_SHOT_TEMPLATE
 
 
+BACKENDS = ("auto", "sklearn", "faiss")
+# auto: faiss from this many rows. Below it scikit-learn is fast enough and its results are the
+# ones every figure before 0.2 was measured with; docs/benchmarks.md has the crossover.
+FAISS_MIN_ROWS = 20_000
+FAISS_NITER = 25  # faiss' default: Lloyd iterations per initialisation (it has no tolerance)
+FAISS_POINTS_PER_CENTROID = 256  # faiss trains on at most k x this many rows (seeded sample)
+ASSIGN_CHUNK = 65_536  # rows assigned per search: bounded memory at any N
+
+
+def backend_for(backend: str, n: int) -> str:
+    if backend not in BACKENDS:
+        from mdclust.core.errors import BadInput
+
+        raise BadInput(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    return "faiss" if n >= FAISS_MIN_ROWS else "sklearn"
+
+
 def kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
-           n_init: int = 10, max_iter: int = 300) -> np.ndarray:
-    """Labels of k-means (scikit-learn, k-means++); ``spherical`` clusters by cosine."""
+           n_init: int = 10, max_iter: int = 300, backend: str = "auto") -> np.ndarray:
+    """Labels of k-means with ``n_init`` initialisations seeded by ``seed``, the best kept;
+    ``spherical`` clusters by cosine. Backend: scikit-learn (k-means++, Lloyd to convergence)
+    or faiss (random initialisation, FAISS_NITER iterations on a seeded sample of
+    FAISS_POINTS_PER_CENTROID x k rows, then every row assigned); auto picks faiss from
+    FAISS_MIN_ROWS rows."""
+    if backend_for(backend, len(X)) == "faiss":
+        return faiss_kmeans(X, k, seed=seed, spherical=spherical, n_init=n_init,
+                            max_iter=max_iter)
     if spherical:
         return spherical_kmeans(X, k, seed=seed, n_init=n_init, max_iter=max_iter)
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter,
                   random_state=seed).fit_predict(np.asarray(X, dtype=np.float32))
+
+
+def faiss_kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
+                 n_init: int = 10, max_iter: int = 300) -> np.ndarray:
+    import faiss
+
+    X = np.ascontiguousarray(X, dtype=np.float32)  # no copy when it already is
+    km = faiss.Kmeans(X.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
+                      seed=seed, spherical=spherical, verbose=False,
+                      max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
+    km.train(X)
+    labels = np.empty(len(X), dtype=np.int64)
+    for i in range(0, len(X), ASSIGN_CHUNK):
+        labels[i:i + ASSIGN_CHUNK] = km.index.search(X[i:i + ASSIGN_CHUNK], 1)[1][:, 0]
+    return labels
 
 
 def spherical_kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
@@ -69,16 +111,22 @@ def spherical_kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
     return best
 
 
-def zero_shot(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def zero_shot(E: np.ndarray, T: np.ndarray, k: int,
+              chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Assign each image to its most similar candidate; with more candidates in use than k,
     keep the k candidates chosen by most images as class names and assign again among them.
 
     Returns (labels in [0, k'), indices of the candidates that name the clusters), k' <= k.
+    Works through ``E`` in chunks: memory stays (chunk x candidates) at any N.
     """
-    first = (E @ T.T).argmax(1)
+    def argmax(T_: np.ndarray) -> np.ndarray:
+        return np.concatenate([(E[i:i + chunk] @ T_.T).argmax(1)
+                               for i in range(0, len(E), chunk)]) if len(E) else \
+            np.zeros(0, dtype=np.int64)
+
+    first = argmax(T)
     used, counts = np.unique(first, return_counts=True)
     if len(used) > k:
         order = np.lexsort((used, -counts))  # most used first, ties by candidate order
         used = np.sort(used[order[:k]])
-    labels = (E @ T[used].T).argmax(1)
-    return labels, used
+    return argmax(T[used]), used

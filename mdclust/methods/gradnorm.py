@@ -122,9 +122,11 @@ def select(scores: np.ndarray, assign: np.ndarray, beta: int = BETA) -> np.ndarr
 
 
 def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
-                     chunk: int = 8192) -> np.ndarray:
-    """Eq. (9): v_i = sum_j softmax_j(e_i^T r_j / kappa) r_j, over the selected nouns."""
-    out = np.empty((len(E), R_sel.shape[1]), dtype=np.float32)
+                     chunk: int = 8192, out: np.ndarray | None = None) -> np.ndarray:
+    """Eq. (9): v_i = sum_j softmax_j(e_i^T r_j / kappa) r_j, over the selected nouns;
+    computed in chunks of rows, into ``out`` when given (e.g. a view of a larger matrix)."""
+    if out is None:
+        out = np.empty((len(E), R_sel.shape[1]), dtype=np.float32)
     for i in range(0, len(E), chunk):
         out[i:i + chunk] = softmax(E[i:i + chunk] @ R_sel.T / kappa) @ R_sel
     return out

@@ -17,7 +17,7 @@ from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
 from mdclust.methods import gradnorm as gn
-from mdclust.methods.baselines import kmeans, zero_shot
+from mdclust.methods.baselines import backend_for, kmeans, zero_shot
 
 
 @dataclass
@@ -48,7 +48,8 @@ class ClusterResult:
 
 
 def _image(store, m, interest, feats, k, seed, **opts):
-    labels = kmeans(feats.vectors, k, seed=seed, spherical=opts["spherical"])
+    labels = kmeans(feats.vectors, k, seed=seed, spherical=opts["spherical"],
+                    backend=opts["backend"])
     return labels, {}, {"features": "image", "spherical": opts["spherical"]}, []
 
 
@@ -56,7 +57,7 @@ def _trained(store, m, interest, feats, k, seed, **opts):
     paths, fused = layout.read_trained(store, interest, m.name)
     if paths != feats.paths:
         raise StaleResult(f"the images changed since {m.name} was trained; train again")
-    return kmeans(fused, k, seed=seed), {}, {"features": "trained"}, []
+    return kmeans(fused, k, seed=seed, backend=opts["backend"]), {}, {"features": "trained"}, []
 
 
 def _zeroshot(store, m, interest, feats, k, seed, **opts):
@@ -75,9 +76,12 @@ def _laic(store, m, interest, feats, k, seed, **opts):
         raise StaleResult(f"the filter ran on {key} features but clustering uses {feats.key}; "
                           f"pass --model {key} or filter again")
     R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
-    V = gn.text_counterpart(feats.vectors, R, opts["kappa"])
-    labels = kmeans(np.hstack([feats.vectors, V]), k, seed=seed)
-    return labels, {"text_counterpart": V.astype(np.float16)}, {
+    d = feats.vectors.shape[1]
+    Z = np.empty((len(feats.vectors), d + R.shape[1]), dtype=np.float32)  # [E; V], no copies
+    Z[:, :d] = feats.vectors
+    gn.text_counterpart(feats.vectors, R, opts["kappa"], out=Z[:, d:])
+    labels = kmeans(Z, k, seed=seed, backend=opts["backend"])
+    return labels, {"text_counterpart": Z[:, d:].astype(np.float16)}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
         "nouns": len(sel["noun"]), "filter": m.filter_score}, []
 
@@ -89,7 +93,7 @@ BY_KIND = {"image": _image, "trained": _trained, "zeroshot": _zeroshot, "laic": 
 def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
             k: int | None = None, seed: int = 0, model: str | None = None,
             spherical: bool = False, kappa: float = gn.KAPPA,
-            template: str = DEFAULT_TEMPLATE) -> ClusterResult:
+            template: str = DEFAULT_TEMPLATE, backend: str = "auto") -> ClusterResult:
     """Cluster the images for an interest with a method; stores labels and features.
 
     Parameters
@@ -112,6 +116,9 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         gradnorm/tac/sic: text-counterpart temperature (paper: 0.006).
     template : str
         zeroshot: prompt template for the candidate words.
+    backend : str
+        k-means implementation: auto (faiss from 20,000 images, else scikit-learn), sklearn
+        or faiss.
 
     Returns
     -------
@@ -126,6 +133,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     store = as_store(store)
     t0 = time.perf_counter()
     m: Method = get(method)
+    backend_for(backend, 0)  # a bad name fails before any work
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
@@ -135,9 +143,10 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     k = layout.resolve_k(store, interest, k, n)
     labels, extra, params, names = BY_KIND[m.kind](store, m, interest, feats, k, seed,
                                                    spherical=spherical, kappa=kappa,
-                                                   template=template)
+                                                   template=template, backend=backend)
     labels = np.asarray(labels, dtype=np.int32)
-    params = {"k": k, "seed": seed, "model_key": feats.key, "interest": interest, **params}
+    params = {"k": k, "seed": seed, "model_key": feats.key, "interest": interest,
+              "backend": backend_for(backend, n), **params}
     with store.transaction() as txn:
         txn.put_group(layout.clustering(interest, method),
                       {"path": feats.paths, **extra, "label": labels},

@@ -80,7 +80,7 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
 
 def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
              aspect: str | None = None, labels: str | Path | None = None, runs: int = 10,
-             fail_under_nmi: float | None = None) -> EvalResult:
+             fail_under_nmi: float | None = None, backend: str = "auto") -> EvalResult:
     """Score a clustering against ground truth: NMI, ARI, ACC, RI.
 
     Parameters
@@ -99,6 +99,9 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
         k-means runs (seeds 0..runs-1) on the method's features; mean and std are reported.
     fail_under_nmi : float, optional
         Raise QualityGateFailed when the mean NMI is below this (a CI gate).
+    backend : str
+        k-means implementation: auto (faiss from 20,000 images, else scikit-learn), sklearn
+        or faiss.
 
     Returns
     -------
@@ -127,7 +130,8 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     if X is None:
         per_run = [scores(t, np.asarray(group["label"])[rows])]
     else:
-        per_run = [scores(t, kmeans(X, k, seed=s)[rows]) for s in range(runs)]
+        per_run = [scores(t, kmeans(X, k, seed=s, backend=backend)[rows])
+                   for s in range(runs)]
     out = EvalResult(interest, method, aspect, k, len(rows), len(paths) - len(rows),
                      len(per_run), len(set(t)))
     for m in METRICS:

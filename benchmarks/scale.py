@@ -1,0 +1,287 @@
+"""Scale benchmark: synthetic stores of 100k and 1M x 512 features (no images needed), the
+commands users run on them, time and peak RSS of each, baselines measured in the same run.
+
+    python benchmarks/scale.py                      # everything (~30 min on 2 cores, ~15 GB disk)
+    python benchmarks/scale.py --only commit info   # some parts
+    python benchmarks/scale.py --out benchmarks/results/scale.json
+
+Each command runs as a child process (`mdclust ... --json`), so its peak RSS is its own.
+``build_store(path, n, d)`` is importable, to reproduce the figures elsewhere:
+
+    from benchmarks.scale import build_store
+    build_store("big.h5", 1_000_000, 512)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).with_name("mdclust")
+MODEL_KEY = "ViT-B-32@openai"
+TEMPLATE = "A photo of a {}."
+INTEREST = "color"
+TRUE_K = 100
+BLOCK = 100_000
+
+
+def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_K,
+                trained: int = 2, candidates: int = 200, seed: int = 0,
+                spread: float = 0.6) -> Path:
+    """A store as `embed` + `candidates` + `filter` + `train` would leave it, with synthetic
+    features: ``n`` unit vectors in ``k`` Gaussian clusters (float16, as embed stores them),
+    text features for ``candidates`` words (the first ``k`` near the cluster centres), a
+    GradNorm selection of 5 nouns per cluster, and ``trained`` trained feature sets (float32,
+    as train stores them). Returns the store's path."""
+    from mdclust.core import layout
+    from mdclust.core.store import Store
+    from mdclust.core.textcache import template_id
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = rng.integers(0, k, n)
+
+    def features(offset: float) -> np.ndarray:
+        out = np.empty((n, d), dtype=np.float32)
+        for i in range(0, n, BLOCK):
+            block = centres[truth[i:i + BLOCK]] + spread / np.sqrt(d) * rng.normal(
+                size=(len(truth[i:i + BLOCK]), d)).astype(np.float32) + offset
+            out[i:i + BLOCK] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        return out
+
+    paths = [f"photos/{i // 1000:04d}/IMG_{i:07d}.jpg" for i in range(n)]
+    shas = [hashlib.sha256(p.encode()).hexdigest() for p in paths]
+    words = [f"colour{j:03d}" for j in range(candidates)]
+    text = np.concatenate([centres, rng.normal(size=(candidates - k, d)).astype(np.float32)])
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    store = Store(path)
+    with store.transaction() as txn:
+        txn.put_group(layout.IMAGES, {
+            "path": paths, "size": np.full(n, 12_345, dtype=np.int64),
+            "mtime": np.full(n, 1.7e9), "sha256": shas}, {"root": "/synthetic"})
+        txn.put_group(layout.SKIPPED, {"path": [], "reason": []})
+        txn.put_group(layout.features(MODEL_KEY), {
+            "sha256": shas, "vectors": features(0.0).astype(np.float16)},
+            {"model": "ViT-B-32", "pretrained": "openai", "weights_sha256": "", "dim": d})
+        txn.put_group(layout.text_features(MODEL_KEY, template_id(TEMPLATE)), {
+            "text": words, "vectors": text.astype(np.float16)},
+            {"template": TEMPLATE, "model_key": MODEL_KEY})
+        txn.put_group(layout.candidates(INTEREST), {"word": words},
+                      {"source": "synthetic", "k": k})
+        txn.put_group(layout.filtered(INTEREST, "gradnorm"), {
+            "noun": words[:k], "score": np.zeros(k), "pseudo_class": np.arange(k, dtype=np.int32)},
+            {"method": "gradnorm", "params": {"template": TEMPLATE, "model_key": MODEL_KEY}})
+        for j, method in enumerate(("multidproxy", "pipcdr")[:trained]):
+            txn.put_group(layout.trained(INTEREST, method), {
+                "path": paths, "fused" if method == "multidproxy" else "features":
+                    features(0.01 * (j + 1))}, {"method": method, "params": {}})
+    return path
+
+
+def timed_child(args: list[str]) -> dict:
+    """Run a command and return its wall time and its own peak RSS (os.wait4)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed with exit {proc.returncode}")
+    return {"seconds": round(seconds, 2), "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2),
+            "stdout": out}
+
+
+def mdclust(*args: str) -> dict:
+    r = timed_child([str(BIN), *args, "--json"])
+    r["json"] = json.loads(r.pop("stdout"))
+    return r
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def part_kmeans_100k(work: Path, out: dict) -> None:
+    store = work / "s100k.h5"
+    if not store.exists():
+        build_store(store, 100_000, 512)
+    rows = {}
+    for backend in ("faiss", "sklearn"):
+        r = mdclust("cluster", "--method", "kmeans", "--k", "100", "--backend", backend,
+                    "--store", str(store))
+        from mdclust import load_clustering
+
+        rows[backend] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                         "labels": load_clustering(store, method="kmeans").labels}
+        log(f"100k kmeans {backend}: {r['seconds']} s, {r['peak_rss_gb']} GB")
+    from sklearn.metrics import normalized_mutual_info_score
+
+    agree = normalized_mutual_info_score(rows["faiss"]["labels"], rows["sklearn"]["labels"])
+    out["kmeans_100k"] = {b: {k: v for k, v in r.items() if k != "labels"}
+                          for b, r in rows.items()}
+    out["kmeans_100k"]["speedup_faiss_vs_sklearn"] = round(
+        rows["sklearn"]["seconds"] / rows["faiss"]["seconds"], 2)
+    out["kmeans_100k"]["nmi_faiss_vs_sklearn"] = round(float(agree), 4)
+
+
+def part_1m(work: Path, out: dict) -> None:
+    store = work / "s1m.h5"
+    if not store.exists():
+        t0 = time.perf_counter()
+        build_store(store, 1_000_000, 512)
+        out["build_1m_seconds"] = round(time.perf_counter() - t0, 1)
+    size = store.stat().st_size + sum(p.stat().st_size for p in store.with_name(
+        store.name + ".data").glob("*.h5"))
+    out["store_1m_gb"] = round(size / 2 ** 30, 2)
+    lat = []
+    for _ in range(5):
+        lat.append(timed_child([str(BIN), "info", "--json", "--store", str(store)])["seconds"])
+    out["info_1m_seconds"] = {"median": sorted(lat)[2], "runs": lat}
+    log(f"1M info: {lat}")
+    for name, args in (("kmeans", ["--method", "kmeans"]), ("zeroshot", ["--method", "zeroshot",
+                                                                         "--interest", INTEREST]),
+                       ("gradnorm", ["--method", "gradnorm", "--interest", INTEREST])):
+        r = mdclust("cluster", *args, "--k", "100", "--store", str(store))
+        group = "clusterings/kmeans" if name == "kmeans" else \
+            f"interests/{INTEREST}/clusterings/{name}"
+        out[f"cluster_{name}_1m"] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                                    "commit": commit_cost(store, group)}
+        log(f"1M cluster {name}: {r['seconds']} s, {r['peak_rss_gb']} GB")
+    r = mdclust("eval", "--method", "kmeans", "--labels", str(truth_csv(work, 1_000_000)),
+                "--aspect", "truth", "--store", str(store))
+    out["eval_kmeans_10_runs_1m"] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                                     "nmi": r["json"]["nmi"], "nmi_std": r["json"]["nmi_std"]}
+    log(f"1M eval: {r['seconds']} s")
+
+
+def commit_cost(store: Path, path: str) -> dict:
+    """Time and bytes of the commit `cluster` makes: the clustering group at ``path`` put again
+    with changed labels (read first, outside the timing)."""
+    from mdclust.core.store import Store
+
+    st = Store(store)
+    g = st.read_group(path)
+    data = {**g.data, "label": (np.asarray(g["label"]) + 1) % TRUE_K}
+    t0 = time.perf_counter()
+    with st.transaction() as txn:
+        txn.put_group(path, data, g.attrs)
+    return {"seconds": round(time.perf_counter() - t0, 2),
+            "mb_written": round(st.last_commit["bytes_written"] / 2 ** 20, 1)}
+
+
+def truth_csv(work: Path, n: int) -> Path:
+    """The planted clusters as a labels CSV (build_store's seed and draw order)."""
+    csv = work / f"truth{n}.csv"
+    if not csv.exists():
+        rng = np.random.default_rng(0)
+        rng.normal(size=(TRUE_K, 512))
+        truth = rng.integers(0, TRUE_K, n)
+        with open(csv, "w") as fh:
+            fh.write("path,truth\n")
+            for i, t in enumerate(truth):
+                fh.write(f"photos/{i // 1000:04d}/IMG_{i:07d}.jpg,c{t}\n")
+    return csv
+
+
+def part_commit_before(work: Path, out: dict) -> None:
+    """The commit of a kmeans clustering on a 1M store in the 0.1 layout (every group inside
+    one file, so each commit copies it), against the same commit now (part_1m)."""
+    import mdclust.core.store as store_mod
+    from mdclust.core.store import Store
+
+    store = work / "s1m_inline.h5"
+    store_mod.EXTERNAL_MIN_BYTES = 1 << 62  # nothing leaves the entry file: the 0.1 layout
+    try:
+        if not store.exists():
+            build_store(store, 1_000_000, 512)
+            paths = Store(store).read_group("images")["path"]
+            with Store(store).transaction() as txn:
+                txn.put_group("clusterings/kmeans", {"path": paths,
+                                                     "label": np.zeros(len(paths), np.int32)},
+                              {"method": "kmeans", "params": {"k": TRUE_K}})
+        out["commit_kmeans_1m_before"] = commit_cost(store, "clusterings/kmeans")
+        out["store_1m_inline_gb"] = round(store.stat().st_size / 2 ** 30, 2)
+    finally:
+        store_mod.EXTERNAL_MIN_BYTES = 1 << 20
+    log(f"1M commit before: {out['commit_kmeans_1m_before']}")
+
+
+def part_embed_unchanged(work: Path, out: dict, n: int = 100_000) -> None:
+    """`mdclust embed` on an unchanged folder of n small files: no decoding, no forward."""
+    from PIL import Image
+
+    from mdclust.core import layout
+    from mdclust.core.encoders import model_spec
+    from mdclust.core.images import sha256_file
+    from mdclust.core.store import Store
+
+    folder = work / "files100k"
+    store = work / "files100k.h5"
+    if not store.exists():
+        folder.mkdir(exist_ok=True)
+        rng = np.random.default_rng(0)
+        entries = []
+        for i in range(n):
+            p = folder / f"{i // 1000:03d}" / f"{i:06d}.png"
+            p.parent.mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(p)
+            st = p.stat()
+            entries.append((str(p.relative_to(folder)), st.st_size, st.st_mtime, sha256_file(p)))
+        spec = model_spec("mdclust-tiny")
+        d = 256
+        vecs = rng.normal(size=(n, d)).astype(np.float16)
+        with Store(store).transaction() as txn:  # as a first embed would have left it
+            txn.put_group(layout.IMAGES, {
+                "path": [e[0] for e in entries],
+                "size": np.array([e[1] for e in entries], dtype=np.int64),
+                "mtime": np.array([e[2] for e in entries]),
+                "sha256": [e[3] for e in entries]}, {"root": str(folder.resolve())})
+            txn.put_group(layout.SKIPPED, {"path": [], "reason": []})
+            txn.put_group(layout.features(spec.key), {"sha256": [e[3] for e in entries],
+                                                      "vectors": vecs},
+                          {**spec.attrs(), "dim": d})
+    r = mdclust("embed", str(folder), "--model", "mdclust-tiny", "--store", str(store))
+    out["embed_unchanged_100k_files"] = {"seconds": r["seconds"],
+                                         "peak_rss_gb": r["peak_rss_gb"],
+                                         "embedded": r["json"]["embedded"],
+                                         "model_loaded": r["json"].get("model_loaded")}
+    log(f"embed unchanged 100k: {out['embed_unchanged_100k_files']}")
+
+
+PARTS = {"kmeans100k": part_kmeans_100k, "1m": part_1m, "commit": part_commit_before,
+         "embed": part_embed_unchanged}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mdclust-scale"))
+    ap.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
+    out.update(date=dt.date.today().isoformat(), machine=f"{platform.machine()}, "
+               f"{os.cpu_count()} CPUs", command=" ".join(["python", *sys.argv]))
+    for name in args.only:
+        PARTS[name](args.work, out)
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Scale: faiss k-means against scikit-learn, streamed reads, chunked zero-shot. The speed
+and memory figures are in benchmarks/scale.py and docs/benchmarks.md, not here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import normalized_mutual_info_score as nmi
+
+import mdclust
+from mdclust.core import features as features_mod
+from mdclust.methods import baselines
+
+
+def blobs(n=6000, d=64, k=12, seed=0, spread=0.35):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d))
+    y = rng.integers(0, k, n)
+    X = centres[y] + spread * rng.normal(size=(n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_faiss_agrees_with_scikit_learn(spherical):
+    X, y = blobs()
+    a = baselines.kmeans(X, 12, seed=0, spherical=spherical, backend="sklearn")
+    b = baselines.kmeans(X, 12, seed=0, spherical=spherical, backend="faiss")
+    assert nmi(a, b) >= 0.95
+    assert nmi(y, b) >= 0.9  # and both find the planted groups
+    # same seed, same labels; n_init initialisations, the best kept
+    np.testing.assert_array_equal(b, baselines.kmeans(X, 12, seed=0, spherical=spherical,
+                                                      backend="faiss"))
+
+
+def test_faiss_assigns_every_row_beyond_its_training_sample(monkeypatch):
+    monkeypatch.setattr(baselines, "FAISS_POINTS_PER_CENTROID", 40)  # trains on 480 rows
+    monkeypatch.setattr(baselines, "ASSIGN_CHUNK", 1000)
+    X, y = blobs(n=5000)
+    labels = baselines.kmeans(X, 12, seed=3, backend="faiss")
+    assert labels.shape == (5000,) and set(labels) == set(range(12))
+    assert nmi(y, labels) >= 0.9
+
+
+def test_auto_picks_faiss_from_the_threshold_and_a_bad_name_is_refused(monkeypatch):
+    assert baselines.backend_for("auto", baselines.FAISS_MIN_ROWS - 1) == "sklearn"
+    assert baselines.backend_for("auto", baselines.FAISS_MIN_ROWS) == "faiss"
+    assert baselines.backend_for("sklearn", 10 ** 7) == "sklearn"
+    with pytest.raises(mdclust.BadInput, match="--backend must be one of auto, sklearn, faiss"):
+        baselines.kmeans(np.zeros((4, 2), np.float32), 2, backend="cuml")
+
+
+def test_zero_shot_in_chunks_equals_one_pass():
+    X, _ = blobs(n=3000)
+    T = blobs(n=40, seed=1)[0]
+    whole = baselines.zero_shot(X, T, 5, chunk=10 ** 6)
+    parts = baselines.zero_shot(X, T, 5, chunk=128)
+    np.testing.assert_array_equal(whole[0], parts[0])
+    np.testing.assert_array_equal(whole[1], parts[1])
+
+
+def test_streamed_features_equal_a_whole_read_with_duplicates(tiny_store, monkeypatch):
+    st = tiny_store
+    whole = features_mod.load_image_features(st)
+    monkeypatch.setattr(features_mod, "FEATURE_BLOCK", 3)
+    streamed = features_mod.load_image_features(st)
+    assert streamed.paths == whole.paths and streamed.shas == whole.shas
+    np.testing.assert_allclose(streamed.vectors, whole.vectors, atol=0)
+    # a duplicated content gets its row in both places
+    dup = [i for i, s in enumerate(whole.shas) if whole.shas.count(s) > 1]
+    assert dup, "the fixture has a duplicate file"
+    i, j = dup[0], [k for k in dup if whole.shas[k] == whole.shas[dup[0]]][1]
+    np.testing.assert_array_equal(streamed.vectors[i], streamed.vectors[j])
+    # and the matrix is what the store holds, normalised, in image-table order
+    g = st.read_group(f"features/{whole.key}")
+    row = list(g["sha256"]).index(whole.shas[5])
+    v = g["vectors"][row].astype(np.float32)
+    np.testing.assert_allclose(streamed.vectors[5], v / np.linalg.norm(v), rtol=1e-6)
+
+
+def test_cluster_and_eval_take_a_backend(tiny_store, tmp_path):
+    path = tiny_store.path
+    res = mdclust.cluster(path, method="kmeans", k=3, backend="faiss")
+    assert sum(res.sizes) == res.n
+    assert tiny_store.attrs("clusterings/kmeans")["params"]["backend"] == "faiss"
+    mdclust.cluster(path, method="kmeans", k=3)
+    assert tiny_store.attrs("clusterings/kmeans")["params"]["backend"] == "sklearn"  # auto, small
+    done = subprocess.run([str(Path(sys.executable).with_name("mdclust")), "cluster", "--k", "3",
+                           "--backend", "nope", "--store", str(path), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "mdclust: error: --backend must be one of auto, sklearn, faiss, not 'nope'"]
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    import shutil
+
+    from conftest import TINY, write_images
+
+    files = write_images(tmp_path / "imgs", 14, size=(24, 24))
+    shutil.copy(files[2], tmp_path / "imgs" / "copy.png")  # same content, two paths
+    st = mdclust.Store(tmp_path / "s.h5")
+    mdclust.embed(tmp_path / "imgs", st, model=TINY, pretrained="random", workers=0)
+    return st
+
+
+def test_json_of_cluster_names_the_backend_used(tiny_store):
+    done = subprocess.run([str(Path(sys.executable).with_name("mdclust")), "cluster", "--k", "2",
+                           "--backend", "faiss", "--store", str(tiny_store.path), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["n"] == 15
