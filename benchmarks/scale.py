@@ -35,6 +35,8 @@ TEMPLATE = "A photo of a {}."
 INTEREST = "color"
 TRUE_K = 100
 BLOCK = 100_000
+EMPTY_SKIPPED = {"path": [], "size": np.zeros(0, np.int64), "mtime": np.zeros(0),
+                 "sha256": [], "reason": []}
 
 
 def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_K,
@@ -73,7 +75,7 @@ def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_
         txn.put_group(layout.IMAGES, {
             "path": paths, "size": np.full(n, 12_345, dtype=np.int64),
             "mtime": np.full(n, 1.7e9), "sha256": shas}, {"root": "/synthetic"})
-        txn.put_group(layout.SKIPPED, {"path": [], "reason": []})
+        txn.put_group(layout.SKIPPED, EMPTY_SKIPPED)
         txn.put_group(layout.features(MODEL_KEY), {
             "sha256": shas, "vectors": features(0.0).astype(np.float16)},
             {"model": "ViT-B-32", "pretrained": "openai", "weights_sha256": "", "dim": d})
@@ -90,6 +92,17 @@ def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_
                 "path": paths, "fused" if method == "multidproxy" else "features":
                     features(0.01 * (j + 1))}, {"method": method, "params": {}})
     return path
+
+
+def build_in_child(path: Path, n: int, inline: bool = False) -> None:
+    """build_store in a child process: a parent that held the arrays would pass its memory
+    high-water mark on to every command it starts (Linux keeps ru_maxrss across fork+exec),
+    and the peak RSS figures would be the parent's."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            "import mdclust.core.store as m; "
+            + ("m.EXTERNAL_MIN_BYTES = 1 << 62; " if inline else "")
+            + f"from scale import build_store; build_store({str(path)!r}, {n}, 512)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def timed_child(args: list[str]) -> dict:
@@ -119,7 +132,7 @@ def log(msg: str) -> None:
 def part_kmeans_100k(work: Path, out: dict) -> None:
     store = work / "s100k.h5"
     if not store.exists():
-        build_store(store, 100_000, 512)
+        build_in_child(store, 100_000)
     rows = {}
     for backend in ("faiss", "sklearn"):
         r = mdclust("cluster", "--method", "kmeans", "--k", "100", "--backend", backend,
@@ -143,7 +156,7 @@ def part_1m(work: Path, out: dict) -> None:
     store = work / "s1m.h5"
     if not store.exists():
         t0 = time.perf_counter()
-        build_store(store, 1_000_000, 512)
+        build_in_child(store, 1_000_000)
         out["build_1m_seconds"] = round(time.perf_counter() - t0, 1)
     size = store.stat().st_size + sum(p.stat().st_size for p in store.with_name(
         store.name + ".data").glob("*.h5"))
@@ -169,19 +182,27 @@ def part_1m(work: Path, out: dict) -> None:
     log(f"1M eval: {r['seconds']} s")
 
 
-def commit_cost(store: Path, path: str) -> dict:
+def commit_cost(store: Path, path: str, inline: bool = False) -> dict:
     """Time and bytes of the commit `cluster` makes: the clustering group at ``path`` put again
-    with changed labels (read first, outside the timing)."""
-    from mdclust.core.store import Store
-
-    st = Store(store)
-    g = st.read_group(path)
-    data = {**g.data, "label": (np.asarray(g["label"]) + 1) % TRUE_K}
-    t0 = time.perf_counter()
-    with st.transaction() as txn:
-        txn.put_group(path, data, g.attrs)
-    return {"seconds": round(time.perf_counter() - t0, 2),
-            "mb_written": round(st.last_commit["bytes_written"] / 2 ** 20, 1)}
+    with changed labels (read first, outside the timing). In a child process, like every
+    measurement here (see build_in_child)."""
+    code = f"""
+import json, sys, time
+import numpy as np
+import mdclust.core.store as m
+if {inline}:
+    m.EXTERNAL_MIN_BYTES = 1 << 62
+st = m.Store({str(store)!r})
+g = st.read_group({path!r})
+data = {{**g.data, "label": (np.asarray(g["label"]) + 1) % {TRUE_K}}}
+t0 = time.perf_counter()
+with st.transaction() as txn:
+    txn.put_group({path!r}, data, g.attrs)
+print(json.dumps({{"seconds": round(time.perf_counter() - t0, 2),
+                  "mb_written": round(st.last_commit["bytes_written"] / 2 ** 20, 1)}}))
+"""
+    return json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                     capture_output=True, text=True).stdout)
 
 
 def truth_csv(work: Path, n: int) -> Path:
@@ -201,23 +222,16 @@ def truth_csv(work: Path, n: int) -> Path:
 def part_commit_before(work: Path, out: dict) -> None:
     """The commit of a kmeans clustering on a 1M store in the 0.1 layout (every group inside
     one file, so each commit copies it), against the same commit now (part_1m)."""
-    import mdclust.core.store as store_mod
-    from mdclust.core.store import Store
-
     store = work / "s1m_inline.h5"
-    store_mod.EXTERNAL_MIN_BYTES = 1 << 62  # nothing leaves the entry file: the 0.1 layout
-    try:
-        if not store.exists():
-            build_store(store, 1_000_000, 512)
-            paths = Store(store).read_group("images")["path"]
-            with Store(store).transaction() as txn:
-                txn.put_group("clusterings/kmeans", {"path": paths,
-                                                     "label": np.zeros(len(paths), np.int32)},
-                              {"method": "kmeans", "params": {"k": TRUE_K}})
-        out["commit_kmeans_1m_before"] = commit_cost(store, "clusterings/kmeans")
-        out["store_1m_inline_gb"] = round(store.stat().st_size / 2 ** 30, 2)
-    finally:
-        store_mod.EXTERNAL_MIN_BYTES = 1 << 20
+    if not store.exists():
+        build_in_child(store, 1_000_000, inline=True)
+        code = (f"import numpy as np, mdclust.core.store as m; m.EXTERNAL_MIN_BYTES = 1 << 62; "
+                f"st = m.Store({str(store)!r}); p = st.read_group('images')['path']\n"
+                "with st.transaction() as t: t.put_group('clusterings/kmeans', {'path': p, "
+                "'label': np.zeros(len(p), np.int32)}, {'method': 'kmeans', 'params': {}})")
+        subprocess.run([sys.executable, "-c", code], check=True)
+    out["commit_kmeans_1m_before"] = commit_cost(store, "clusterings/kmeans", inline=True)
+    out["store_1m_inline_gb"] = round(store.stat().st_size / 2 ** 30, 2)
     log(f"1M commit before: {out['commit_kmeans_1m_before']}")
 
 
@@ -251,7 +265,7 @@ def part_embed_unchanged(work: Path, out: dict, n: int = 100_000) -> None:
                 "size": np.array([e[1] for e in entries], dtype=np.int64),
                 "mtime": np.array([e[2] for e in entries]),
                 "sha256": [e[3] for e in entries]}, {"root": str(folder.resolve())})
-            txn.put_group(layout.SKIPPED, {"path": [], "reason": []})
+            txn.put_group(layout.SKIPPED, EMPTY_SKIPPED)
             txn.put_group(layout.features(spec.key), {"sha256": [e[3] for e in entries],
                                                       "vectors": vecs},
                           {**spec.attrs(), "dim": d})

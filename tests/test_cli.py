@@ -110,3 +110,23 @@ def test_kill9_mid_run_then_resume(tmp_path):
     assert len(g["sha256"]) == len(set(g["sha256"])) == 300
     assert not journal.exists()
     assert np.isfinite(g["vectors"]).all()
+
+
+def test_a_bug_is_one_line_and_exit_2_not_a_traceback(tmp_path, monkeypatch):
+    """An unexpected exception (here: a store whose skipped table lacks a column, as a hand
+    edit leaves it) is one line naming the error and where, with exit 2, not exit 1 (which
+    scripts read as a failed quality gate); MDCLUST_DEBUG=1 shows the traceback."""
+    write_images(tmp_path / "imgs", 3, size=(16, 16))
+    st = Store(tmp_path / "s.h5")
+    with st.transaction() as txn:
+        txn.put_group("skipped", {"path": ["x.png"], "reason": ["?"]})
+    cmd = [MDCLUST, "embed", str(tmp_path / "imgs"), "--model", TINY, "--pretrained", "random",
+           "--store", str(st.path)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mdclust: error: internal error KeyError")
+    assert "MDCLUST_DEBUG=1" in lines[0]
+    monkeypatch.setenv("MDCLUST_DEBUG", "1")
+    debug = subprocess.run(cmd, capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

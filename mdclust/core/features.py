@@ -10,7 +10,6 @@ from mdclust.core import layout
 from mdclust.core.errors import MdclustError, StaleResult
 from mdclust.core.store import Store
 
-
 FEATURE_BLOCK = 65_536  # rows read at a time (64 MB of float16 at 512-d)
 
 
