@@ -10,7 +10,9 @@
    gradnorm, tac, sic, multidproxy) and `mdclust eval --json`;
 4. `mdclust info`, then one table: per interest, method, NMI, ARI, ACC, RI (k-means methods:
    mean of 10 runs, the papers' protocol). k is the number of values present, as the papers
-   assume k known.
+   assume k known;
+5. `mdclust report`: demo/report/index.html, the clusterings to look at (named clusters,
+   thumbnails, confusion matrices, colour x shape and the other cross-tabs, feature maps).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def main() -> None:
     print("kmeans ignores the interest and finds the same grouping whatever is asked; the\n"
           "interest-driven methods follow the interest, each as well as its candidates allow.\n"
           "Measured on held-out sets: docs/benchmarks.md (benchmarks/quality.py).")
+    # The report: every interest's clusterings, named, with thumbnails and cross-tabs.
+    mdclust("report", "--store", str(STORE), "--out", str(DEMO / "report"), "--quiet")
+    print(f"\nOpen the report: {(DEMO / 'report' / 'index.html').resolve().as_uri()}")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ from mdclust.stages.embed import EmbedResult, embed  # noqa: E402
 from mdclust.stages.evaluate import METRICS, EvalResult, evaluate, export_csv  # noqa: E402
 from mdclust.stages.filter import FilterResult, filter_nouns  # noqa: E402
 from mdclust.stages.info import InfoResult, info, models  # noqa: E402
+from mdclust.stages.report import ReportResult, report  # noqa: E402
 from mdclust.stages.train import TrainResult, train  # noqa: E402
 
 __all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "cluster",
-           "load_clustering", "evaluate", "export_csv", "info", "models", "Store",
+           "load_clustering", "evaluate", "export_csv", "info", "models", "report", "Store",
            "EmbedResult", "CandidateResult", "FilterResult", "TrainResult", "ClusterResult",
-           "EvalResult", "InfoResult", "METRICS", "MdclustError", "BadInput", "MissingStage",
-           "StaleResult", "QualityGateFailed"]
+           "EvalResult", "InfoResult", "ReportResult", "METRICS", "MdclustError", "BadInput",
+           "MissingStage", "StaleResult", "QualityGateFailed"]

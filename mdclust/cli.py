@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -52,6 +53,17 @@ def _command(fn):
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; rerun the same command to resume", 130)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug: exit 2, not Python's 1 (which means a failed gate)
+            if os.environ.get("MDCLUST_DEBUG"):
+                raise
+            where = exc.__traceback__
+            while where.tb_next is not None:
+                where = where.tb_next
+            _fail(f"internal error {type(exc).__name__}: {exc} (at "
+                  f"{Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}); please "
+                  "report it, with the traceback MDCLUST_DEBUG=1 prints", 2)
 
     return wrapper
 
@@ -109,6 +121,11 @@ def embed(
     augment: str = typer.Option("crop,flip", help="Augmentations of the views, a comma list of "
                                                   "crop, flip, rotate, jitter, gray, blur "
                                                   "(jitter and gray destroy colour)."),
+    engine: str = typer.Option("local", help="local, or ray: Ray Data model actors, one per "
+                                             "GPU or CPU (pip install 'mdclust[ray]')."),
+    address: Optional[str] = typer.Option(
+        None, help="Ray cluster to join with --engine ray, e.g. auto [default: $RAY_ADDRESS, "
+                   "else a local Ray instance]."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Embed images with CLIP into the store (incremental and resumable)."""
@@ -116,7 +133,7 @@ def embed(
     res = mdclust.embed(images_dir, st, model=model, pretrained=pretrained, device=device,
                         batch_size=batch_size, workers=workers, precision=precision,
                         labels=labels, offline=offline, views=views, augment=augment,
-                        show_progress=not (quiet or as_json))
+                        engine=engine, address=address, show_progress=not (quiet or as_json))
     if res.labels_unknown:
         typer.echo(f"mdclust: warning: {len(res.labels_unknown)} label rows name no stored image "
                    f"(e.g. {res.labels_unknown[0]})", err=True)
@@ -233,6 +250,8 @@ def candidates(
 InterestOpt = typer.Option(None, "--interest", "-i", help="The user's interest (optional for "
                                                            "interest-free methods: kmeans).")
 ModelKeyOpt = typer.Option(None, "--model", help="Feature model key, when the store has several.")
+BackendOpt = typer.Option("auto", help="k-means: auto (faiss from 20,000 images, else "
+                                       "scikit-learn), sklearn or faiss.")
 
 
 @app.command("filter")
@@ -279,12 +298,16 @@ def cluster_cmd(
     seed: int = typer.Option(0, help="k-means seed."),
     spherical: bool = typer.Option(False, help="kmeans: cluster by cosine on the sphere."),
     kappa: float = typer.Option(0.006, help="gradnorm/tac/sic: text-counterpart temperature."),
+    backend: str = BackendOpt,
+    names_from: Optional[str] = typer.Option(None, help="Name the clusters with this "
+                                             "interest's candidates (interest-free methods)."),
     model: Optional[str] = ModelKeyOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Cluster the images for an interest with a method; stores labels and features."""
+    """Cluster the images for an interest with a method; stores labels, names and features."""
     res = mdclust.cluster(_store(store), interest, method=method, k=k, seed=seed,
-                          model=model, spherical=spherical, kappa=kappa)
+                          model=model, spherical=spherical, kappa=kappa, backend=backend,
+                          names_from=names_from)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -427,12 +450,14 @@ def eval_cmd(
                                       "features; mean and std are reported."),
     fail_under_nmi: Optional[float] = typer.Option(None, help="Exit 1 when the mean NMI is "
                                                               "below this (CI gate)."),
+    backend: str = BackendOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Score a clustering against ground truth: NMI, ARI, ACC, RI."""
     try:
         res = mdclust.evaluate(_store(store), interest, method=method, aspect=aspect,
-                               labels=labels, runs=runs, fail_under_nmi=fail_under_nmi)
+                               labels=labels, runs=runs, fail_under_nmi=fail_under_nmi,
+                               backend=backend)
     except mdclust.QualityGateFailed as exc:
         if as_json:
             _emit_json(exc.details)
@@ -513,6 +538,37 @@ def datasets_shapes(
 
 @app.command()
 @_command
+def report(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html and thumbs/."),
+    interest: Optional[list[str]] = typer.Option(None, "--interest", "-i", help="Only this "
+                                                 "interest (repeatable) [default: all]."),
+    method: Optional[list[str]] = typer.Option(None, help="Only this method (repeatable) "
+                                                          "[default: all]."),
+    thumbs: int = typer.Option(12, help="Thumbnails per cluster, the most central first."),
+    aspect: Optional[str] = typer.Option(None, help="Ground-truth aspect for the metrics "
+                                                    "[default: the interest's name]."),
+    map_points: int = typer.Option(3000, help="Points on each 2-D map (a seeded sample)."),
+    thumb_size: int = typer.Option(96, help="Thumbnail side in pixels."),
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Write a static HTML report: named clusters with thumbnails, metrics, cross-tabs, maps."""
+    res = mdclust.report(_store(store), out, interests=interest or None, methods=method or None,
+                         thumbs=thumbs, aspect=aspect, map_points=map_points,
+                         thumb_size=thumb_size, show_progress=not (quiet or as_json))
+    if res.missing_images and not as_json:
+        typer.echo(f"mdclust: warning: {len(res.missing_images)} images could not be read "
+                   f"(moved or deleted? e.g. {res.missing_images[0]}); shown as placeholders",
+                   err=True)
+    if as_json:
+        _emit_json(res.to_json())
+    elif not quiet:
+        typer.echo(f"{res.clusterings} clusterings, {res.clusters} clusters; "
+                   f"{res.thumbnails_written} thumbnails written, {res.thumbnails_reused} reused; "
+                   f"page {res.page_bytes / 1e6:.1f} MB. Open {Path(res.index).resolve()}")
+
+
+@app.command()
+@_command
 def models(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
            quiet: bool = QuietOpt) -> None:
     """List the open_clip model names that --model accepts (bundled configs included).
@@ -541,7 +597,7 @@ def main() -> None:
         typer.echo(f"mdclust: error: {' '.join(exc.format_message().split())} "
                    f"(see `{where} --help`)", err=True)
         sys.exit(2)
-    except click.Abort:
+    except typer.Abort:  # typer's own class from 0.2x on, click's before; typer names both
         typer.echo("mdclust: error: interrupted", err=True)
         sys.exit(130)
     sys.exit(code or 0)

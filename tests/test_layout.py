@@ -121,7 +121,9 @@ def test_store_paths_are_formatted_in_the_layout_module_only():
 
 STAGES = {"embed": "embed", "candidates": "candidates", "filter_nouns": "filter",
           "train": "train", "cluster": "cluster", "evaluate": "eval", "export_csv": "export",
-          "info": "info"}
+          "info": "info", "report": "report"}
+# CLI options named in the singular where the stage takes a list
+PLURAL = {"interest": "interests", "method": "methods"}
 # allow_download: a hidden no-op kept for 0.1 scripts (downloads are the default now)
 CLI_ONLY = {"store", "as_json", "quiet", "out", "allow_download"}
 
@@ -160,7 +162,9 @@ def test_cli_options_match_stage_parameters(stage):
         for name in methods.TRAINED:
             config |= set(methods.get(name).load("config").__dataclass_fields__)
         config |= {"wd", "preset"}  # wd = weight_decay; preset picks a settings set
-    unknown = {p.name for p in command.params} - params - config - CLI_ONLY
+    options = {PLURAL.get(p.name, p.name) if stage == "report" else p.name
+               for p in command.params}
+    unknown = options - params - config - CLI_ONLY
     assert not unknown, f"`mdclust {STAGES[stage]}` options not in {stage}(): {sorted(unknown)}"
 
 

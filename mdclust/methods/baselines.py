@@ -130,3 +130,30 @@ def zero_shot(E: np.ndarray, T: np.ndarray, k: int,
         order = np.lexsort((used, -counts))  # most used first, ties by candidate order
         used = np.sort(used[order[:k]])
     return argmax(T[used]), used
+
+
+def name_clusters(E: np.ndarray, labels: np.ndarray, k: int, T: np.ndarray,
+                  chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """A word for each cluster: every image votes for its nearest word (cosine of its image
+    feature to the words' text features ``T``, as zero-shot CLIP), and the k clusters get
+    distinct words maximising the votes they hold (Hungarian assignment; with fewer words than
+    clusters, each cluster its own most voted word). Votes, not the cosine of the cluster's
+    mean feature, because CLIP's image and text features sit apart (the modality gap): a mean
+    image vector's nearest word is often a generic one, while most members' nearest word is
+    the right one (docs/report.md has the measurement).
+
+    Returns (word index per cluster, share of the cluster's members voting for it)."""
+    from scipy.optimize import linear_sum_assignment
+
+    votes = np.concatenate([(E[i:i + chunk] @ T.T).argmax(1) for i in range(0, len(E), chunk)])
+    counts = np.zeros((k, len(T)), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels), votes), 1)
+    if len(T) >= k:
+        rows, cols = linear_sum_assignment(-counts)
+        pick = np.empty(k, dtype=np.int64)
+        pick[rows] = cols
+    else:
+        pick = counts.argmax(1)
+    sizes = counts.sum(1)
+    share = counts[np.arange(k), pick] / np.maximum(sizes, 1)
+    return pick, share

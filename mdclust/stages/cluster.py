@@ -17,13 +17,14 @@ from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
 from mdclust.methods import gradnorm as gn
-from mdclust.methods.baselines import backend_for, kmeans, zero_shot
+from mdclust.methods.baselines import backend_for, kmeans, name_clusters, zero_shot
 
 
 @dataclass
 class ClusterResult:
-    """One clustering. ``labels[i]`` is the cluster of ``paths[i]``; ``names`` (zeroshot) names
-    cluster j as ``names[j]``. ``to_json()`` leaves the per-image lists out unless ``rows``:
+    """One clustering. ``labels[i]`` is the cluster of ``paths[i]``; ``names[j]`` names cluster
+    j (a clustering with an interest, or with ``names_from``; empty otherwise). ``to_json()``
+    leaves the per-image lists out unless ``rows``:
     `mdclust cluster --json` prints the summary, `mdclust export` the rows."""
 
     interest: str | None
@@ -50,14 +51,29 @@ class ClusterResult:
 def _image(store, m, interest, feats, k, seed, **opts):
     labels = kmeans(feats.vectors, k, seed=seed, spherical=opts["spherical"],
                     backend=opts["backend"])
-    return labels, {}, {"features": "image", "spherical": opts["spherical"]}, []
+    return labels, {}, {"features": "image", "spherical": opts["spherical"]}, [], \
+        _interest_words(store, interest)
+
+
+def _interest_words(store, interest):
+    """The interest's candidates to name clusters with, when it has any (an interest-free
+    method run with --interest is a label for the clustering and needs none)."""
+    g = store.read_group(layout.candidates(interest)) if interest else None
+    return (list(g["word"]), DEFAULT_TEMPLATE) if g is not None and g["word"] else None
 
 
 def _trained(store, m, interest, feats, k, seed, **opts):
     paths, fused = layout.read_trained(store, interest, m.name)
     if paths != feats.paths:
         raise StaleResult(f"the images changed since {m.name} was trained; train again")
-    return kmeans(fused, k, seed=seed, backend=opts["backend"]), {}, {"features": "trained"}, []
+    vocab = None
+    if interest and m.name == "multidproxy":  # the words Multi-DProxy kept
+        g = store.read_group(layout.trained(interest, m.name))
+        vocab = (list(g["candidates"]), g.attrs["params"].get("candidate_template", "{}"))
+    else:
+        vocab = _interest_words(store, interest)
+    labels = kmeans(fused, k, seed=seed, backend=opts["backend"])
+    return labels, {}, {"features": "trained"}, [], vocab
 
 
 def _zeroshot(store, m, interest, feats, k, seed, **opts):
@@ -65,8 +81,8 @@ def _zeroshot(store, m, interest, feats, k, seed, **opts):
     T = text_features(store, words, opts["template"], model=feats.key)
     labels, used = zero_shot(feats.vectors, T, k)
     names = [words[i] for i in used]
-    return labels, {"cluster_name": names}, {"features": "none", "template": opts["template"],
-                                             "candidates": len(words)}, names
+    return labels, {}, {"features": "none", "template": opts["template"],
+                        "candidates": len(words)}, names, None
 
 
 def _laic(store, m, interest, feats, k, seed, **opts):
@@ -83,7 +99,8 @@ def _laic(store, m, interest, feats, k, seed, **opts):
     labels = kmeans(Z, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": Z[:, d:].astype(np.float16)}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
-        "nouns": len(sel["noun"]), "filter": m.filter_score}, []
+        "nouns": len(sel["noun"]), "filter": m.filter_score}, [], \
+        (list(sel["noun"]), sel.attrs["params"]["template"])
 
 
 # How each kind in the registry (mdclust.methods) turns stored data into labels.
@@ -93,7 +110,8 @@ BY_KIND = {"image": _image, "trained": _trained, "zeroshot": _zeroshot, "laic": 
 def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
             k: int | None = None, seed: int = 0, model: str | None = None,
             spherical: bool = False, kappa: float = gn.KAPPA,
-            template: str = DEFAULT_TEMPLATE, backend: str = "auto") -> ClusterResult:
+            template: str = DEFAULT_TEMPLATE, backend: str = "auto",
+            names_from: str | None = None) -> ClusterResult:
     """Cluster the images for an interest with a method; stores labels and features.
 
     Parameters
@@ -119,6 +137,9 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     backend : str
         k-means implementation: auto (faiss from 20,000 images, else scikit-learn), sklearn
         or faiss.
+    names_from : str, optional
+        Name the clusters with this interest's candidates (for an interest-free clustering;
+        one with an interest is named with its own words).
 
     Returns
     -------
@@ -141,10 +162,24 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     feats = load_image_features(store, model)
     n = len(feats.paths)
     k = layout.resolve_k(store, interest, k, n)
-    labels, extra, params, names = BY_KIND[m.kind](store, m, interest, feats, k, seed,
-                                                   spherical=spherical, kappa=kappa,
-                                                   template=template, backend=backend)
+    if names_from is not None:
+        names_from = validate_interest(names_from)
+        read_candidates(store, names_from)  # a missing interest fails before any work
+    labels, extra, params, names, vocab = BY_KIND[m.kind](
+        store, m, interest, feats, k, seed, spherical=spherical, kappa=kappa,
+        template=template, backend=backend)
     labels = np.asarray(labels, dtype=np.int32)
+    if vocab is None and names_from is not None:
+        vocab = (read_candidates(store, names_from), DEFAULT_TEMPLATE)
+        params["names_from"] = names_from
+    if vocab is not None and not names:
+        words, word_template = vocab
+        T = text_features(store, words, word_template, model=feats.key)
+        pick, share = name_clusters(feats.vectors, labels, int(labels.max()) + 1, T)
+        names = [words[i] for i in pick]
+        extra["name_share"] = share.astype(np.float32)
+    if names:
+        extra["cluster_name"] = names
     params = {"k": k, "seed": seed, "model_key": feats.key, "interest": interest,
               "backend": backend_for(backend, n), **params}
     with store.transaction() as txn:

@@ -3,6 +3,9 @@
 Each batch is committed to a journal file (written to a temporary name, then renamed) as soon as
 it is encoded; the store itself is rewritten once at the end, merging the journal. A run killed
 at any point therefore loses at most the batch in flight, and the next run picks up the journal.
+
+``engine="ray"`` replaces only the batch loop (stages/embed_ray.py): Ray's output blocks are
+journalled the same way, so planning, resuming and the merge are shared by both engines.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mdclust.core.images import FileEntry, discover, sha256_file
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.progress import progress_bar
 from mdclust.core.store import Store, Transaction
+from mdclust.stages import embed_ray
 from mdclust.stages import views as views_mod
 
 EMPTY_REASON = "empty file"
@@ -126,6 +130,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
           batch_size: int = 64, workers: int | None = None, precision: str = "auto",
           labels: str | os.PathLike | None = None, offline: bool = False,
           views: int = 0, augment: str = views_mod.DEFAULT_AUGMENT,
+          engine: str = "local", address: str | None = None,
           show_progress: bool = False) -> EmbedResult:
     """Embed images with CLIP into the store (incremental and resumable; module docstring).
 
@@ -157,6 +162,14 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         Also store this many augmented views per image (for PIPCDR).
     augment : str
         Augmentations of the views, a comma list of crop, flip, rotate, jitter, gray, blur.
+    engine : str
+        local (this process, with ``workers`` decoding processes) or ray (Ray Data model
+        actors: one per GPU, else one per CPU; needs ``pip install 'mdclust[ray]'``). Both
+        journal and merge the same way; views are always encoded locally (docs/scale.md).
+    address : str, optional
+        Ray cluster to join with ``engine="ray"`` (``auto``, or the head's ``host:6379``);
+        default ``$RAY_ADDRESS``, else a local Ray instance for this run. Workers must see the
+        images (and a weights file) at the same paths.
     show_progress : bool
         Show progress on stderr.
 
@@ -177,6 +190,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         raise MdclustError("--workers must be 0 or more")
     if views < 0:
         raise MdclustError("--views must be 0 or more")
+    embed_ray.check_engine(engine)
     augment = views_mod.parse_augment(augment) if isinstance(augment, str) else tuple(augment)
     store.validate()
     store.check_writable()  # before the work, not at commit
@@ -207,15 +221,21 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
                     first.setdefault(sha, root / path)
             done = views_mod.stored(store, spec.key, augment, views)
             view_items = [(sha, f) for sha, f in first.items() if sha not in done]
-        if todo or view_items:
+        result.model_loaded = bool(todo or view_items)
+        ray_todo, local_todo = (todo, []) if engine == "ray" else ([], todo)
+        if ray_todo:
+            with progress_bar(show_progress, unit="img") as bar:
+                _run_ray(store, spec, root, ray_todo, bar, result, batch_size=batch_size,
+                         device=device, precision=precision, offline=offline, address=address)
+        if local_todo or view_items:  # views stay on this engine (docs/scale.md)
             from mdclust.core.encoders import ClipEncoder
 
-            result.model_loaded = True
             encoder = ClipEncoder(spec, device=device, precision=precision, offline=offline,
                                   progress=show_progress)
             with progress_bar(show_progress, unit="img") as bar:
-                if todo:
-                    _run_batches(store, encoder, root, todo, batch_size, workers, bar, result)
+                if local_todo:
+                    _run_batches(store, encoder, root, local_todo, batch_size, workers, bar,
+                                 result)
                 if view_items:
                     result.views_embedded = views_mod.run(store, encoder, view_items, augment,
                                                           views, batch_size, workers, bar)
@@ -270,6 +290,14 @@ def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result) -
     dataset = DecodeDataset([root / p for _, p in todo], encoder.preprocess)
     encode_batches(encoder, dataset, sink, batch_size=batch_size, workers=workers, bar=bar,
                    label="embedding")
+
+
+def _run_ray(store, spec, root, todo, bar, result, **options) -> None:
+    def sink(shas, vecs, failed) -> None:
+        _write_journal(store, spec, shas, vecs if vecs is not None else np.zeros((0, 0)), failed)
+        result.embedded += len(shas)
+
+    embed_ray.run(spec, [(sha, root / p) for sha, p in todo], sink, bar=bar, **options)
 
 
 def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry], plan: _Plan,

@@ -1,0 +1,299 @@
+"""`mdclust report`: a static HTML page to look at the clusterings — named clusters with their
+most central images, the metrics and confusion matrix when labels exist, the same images under
+two interests, a 2-D map of the features, and where each clustering came from.
+
+The page is one self-contained file (``DIR/index.html``: inline CSS, inline SVG, no script or
+font from anywhere) plus ``DIR/thumbs/``, JPEG thumbnails named by content hash and reused by
+later runs. Its size is bounded whatever the collection: at most ``thumbs`` images per cluster,
+one per cross-tab cell, ``map_points`` points per map.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mdclust.core import layout
+from mdclust.core.errors import BadInput
+from mdclust.core.features import load_image_features
+from mdclust.core.layout import validate_interest
+from mdclust.core.metrics import scores
+from mdclust.core.progress import progress_bar
+from mdclust.core.store import StoreLike, as_store
+
+# Preferred clustering per interest for the cross-tab: the learned and language-assisted ones.
+CROSS_TAB_ORDER = ("multidproxy", "gradnorm", "tac", "sic", "zeroshot", "pipcdr", "kmeans")
+MAX_CROSS_TABS = 3
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+           "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8")
+
+
+@dataclass
+class ReportResult:
+    out: str
+    index: str
+    clusterings: int = 0
+    clusters: int = 0
+    thumbnails_written: int = 0
+    thumbnails_reused: int = 0
+    missing_images: list[str] = field(default_factory=list)
+    page_bytes: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["missing_images"] = len(self.missing_images)
+        return d
+
+
+def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | None = None,
+           methods: list[str] | None = None, thumbs: int = 12, aspect: str | None = None,
+           map_points: int = 3000, thumb_size: int = 96,
+           show_progress: bool = False) -> ReportResult:
+    """Write a static report of the stored clusterings to ``out``/index.html.
+
+    Parameters
+    ----------
+    store : Store or path
+        The mdclust store (HDF5 file).
+    out : path
+        Folder for index.html and thumbs/ (created; thumbnails already there are reused).
+    interests : list of str, optional
+        Only these interests (and the interest-free clusterings when none is given).
+    methods : list of str, optional
+        Only these methods.
+    thumbs : int
+        Thumbnails per cluster, the most central first (nearest to the cluster's mean).
+    aspect : str, optional
+        Ground-truth aspect for the metrics; default the interest's name when labels hold it.
+    map_points : int
+        Points on each 2-D map (a seeded sample of the images).
+    thumb_size : int
+        Thumbnail side in pixels.
+    show_progress : bool
+        Show progress on stderr.
+
+    Returns
+    -------
+    ReportResult
+        Where the page is, its size, and the images that could not be read (moved files are
+        shown as placeholders).
+    """
+    t0 = time.perf_counter()
+    store = as_store(store)
+    if thumbs < 0 or map_points < 0 or thumb_size < 8:
+        raise BadInput("--thumbs and --map-points must be >= 0 and --thumb-size >= 8")
+    store.validate()
+    out = Path(out)
+    found = _clusterings(store, interests, methods)
+    if not found:
+        raise BadInput("no clusterings to show" + (" for those --interest/--method"
+                                                   if interests or methods else
+                                                   "; run `mdclust cluster` first"))
+    feats = load_image_features(store, store.read_group(found[0][2]).attrs["params"]
+                                .get("model_key"))
+    row_of = {p: i for i, p in enumerate(feats.paths)}
+    truth = store.read_group(layout.LABELS)
+    root = Path(store.attrs(layout.IMAGES).get("root") or ".")
+    thumbs_dir = out / "thumbs"
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    result = ReportResult(str(out), str(out / "index.html"))
+    maker = _Thumbs(root, thumbs_dir, thumb_size, feats.shas, feats.paths, result)
+    xy = _map_xy(feats.vectors, map_points)
+
+    sections = []
+    for interest, method, path in found:
+        g = store.read_group(path)
+        sections.append(_section(store, interest, method, g, feats, row_of, truth, aspect,
+                                 thumbs, maker, xy))
+    result.clusterings = len(sections)
+    result.clusters = sum(len(s["clusters"]) for s in sections)
+    tabs = _cross_tabs(sections, feats, maker)
+    with progress_bar(show_progress, unit="img") as bar:
+        maker.write_all(bar)
+    html = _render(store, sections, tabs, result, feats.key)
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out / "index.html")
+    result.page_bytes = len(html.encode())
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _clusterings(store, interests, methods) -> list[tuple[str | None, str, str]]:
+    known = store.children(layout.INTERESTS)
+    if interests:
+        interests = [validate_interest(i) for i in interests]
+        unknown = [i for i in interests if i not in known]
+        if unknown:
+            raise BadInput(f"no interest {unknown[0]!r} in the store; it has "
+                           + (", ".join(known) or "none"))
+    found = []
+    for name in interests or known:
+        for m in store.children(layout.interest(name) + "/clusterings"):
+            found.append((name, m, layout.clustering(name, m)))
+    if not interests:
+        found += [(None, m, layout.clustering(None, m))
+                  for m in store.children("clusterings")]
+    return [f for f in found if not methods or f[1] in methods]
+
+
+class _Thumbs:
+    """Thumbnails by content hash: planned while sections are built, written once at the end
+    (and not at all when an earlier run left them)."""
+
+    def __init__(self, root, folder, size, shas, paths, result):
+        self.root, self.folder, self.size, self.result = root, folder, size, result
+        self.shas, self.paths = shas, paths
+        self.wanted: dict[int, str] = {}  # image row -> file name
+
+    def ref(self, row: int) -> dict:
+        name = f"{self.shas[row][:20]}.jpg"
+        self.wanted[row] = name
+        return {"src": f"thumbs/{name}", "path": self.paths[row], "row": row}
+
+    def write_all(self, bar) -> None:
+        from PIL import Image
+
+        from mdclust.core.images import load_rgb
+
+        task = bar.add_task("thumbnails", total=len(self.wanted))
+        for row, name in self.wanted.items():
+            target = self.folder / name
+            if target.exists():
+                self.result.thumbnails_reused += 1
+            else:
+                try:
+                    img = load_rgb(self.root / self.paths[row])
+                    img.thumbnail((self.size, self.size), Image.Resampling.BILINEAR)
+                    img.save(target.with_suffix(".tmp"), "JPEG", quality=80)
+                    os.replace(target.with_suffix(".tmp"), target)
+                    self.result.thumbnails_written += 1
+                except (OSError, ValueError):
+                    self.result.missing_images.append(self.paths[row])
+            bar.advance(task)
+
+    def missing(self, src: str) -> bool:
+        return not (self.folder.parent / src).exists()
+
+
+def _map_xy(E: np.ndarray, points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, their 2-D PCA coordinates in [0, 1]) for a seeded sample of the images."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(E), size=min(points, len(E)), replace=False))
+    if len(rows) < 3:
+        return rows, np.full((len(rows), 2), 0.5)
+    X = E[rows] - E[rows].mean(0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    xy = X @ vt[:2].T
+    lo, hi = xy.min(0), xy.max(0)
+    return rows, (xy - lo) / np.where(hi > lo, hi - lo, 1)
+
+
+def _section(store, interest, method, g, feats, row_of, truth, aspect, thumbs, maker, xy):
+    labels = np.asarray(g["label"], dtype=np.int64)
+    rows = np.array([row_of.get(p, -1) for p in g["path"]], dtype=np.int64)
+    names = list(g.get("cluster_name") or [])
+    share = g.get("name_share")
+    k = int(labels.max()) + 1 if len(labels) else 0
+    E = feats.vectors
+    clusters = []
+    for c in range(k):
+        members = rows[(labels == c) & (rows >= 0)]
+        size = int((labels == c).sum())
+        if len(members):
+            centre = E[members].mean(0)
+            order = members[np.argsort(-(E[members] @ centre), kind="stable")[:thumbs]]
+        else:
+            order = []
+        clusters.append({"id": c, "name": names[c] if c < len(names) else "", "size": size,
+                         "colour": PALETTE[c % len(PALETTE)],
+                         "share": None if share is None else round(float(share[c]), 3),
+                         "thumbs": [maker.ref(int(r)) for r in order]})
+    clusters.sort(key=lambda x: -x["size"])
+    section = {"interest": interest, "method": method, "k": k, "n": len(labels),
+               "clusters": clusters, "labels": labels, "rows": rows,
+               "provenance": {key: g.attrs.get(key) for key in ("method", "time",
+                                                                "mdclust_version")},
+               "params": g.attrs.get("params", {}), "metrics": None, "confusion": None}
+    chosen = aspect or (interest if truth is not None and interest in truth.data else None)
+    if truth is not None and chosen in truth.data:
+        table = dict(zip(truth["path"], truth[chosen]))
+        keep = [i for i, p in enumerate(g["path"]) if table.get(p)]
+        if keep:
+            t = [table[g["path"][i]] for i in keep]
+            section["metrics"] = {"aspect": chosen, **{m: round(float(v), 4) for m, v in
+                                                       scores(t, labels[keep]).items()}}
+            values = sorted(set(t))
+            counts = Counter((int(labels[i]), table[g["path"][i]]) for i in keep)
+            section["confusion"] = {"aspect": chosen, "values": values, "rows": [
+                {"name": cl["name"] or f"cluster {cl['id']}",
+                 "counts": [counts.get((cl["id"], v), 0) for v in values]}
+                for cl in clusters]}
+    map_rows, coords = xy
+    where = {int(r): i for i, r in enumerate(rows) if r >= 0}
+    section["map"] = [(round(float(x) * 300, 1), round(float(y) * 300, 1),
+                       PALETTE[int(labels[where[int(r)]]) % len(PALETTE)])
+                      for r, (x, y) in zip(map_rows, coords) if int(r) in where]
+    return section
+
+
+def _cross_tabs(sections, feats, maker) -> list[dict]:
+    """Two interests' clusterings of the same images: counts per (cluster of A, cluster of
+    B), each non-empty cell with the image nearest to the cell's mean."""
+    best = {}
+    for s in sections:
+        if s["interest"] is None:
+            continue
+        rank = CROSS_TAB_ORDER.index(s["method"]) if s["method"] in CROSS_TAB_ORDER else 99
+        if s["interest"] not in best or rank < best[s["interest"]][0]:
+            best[s["interest"]] = (rank, s)
+    chosen = [s for _, s in best.values()]
+    tabs = []
+    for i in range(len(chosen)):
+        for j in range(i + 1, len(chosen)):
+            if len(tabs) < MAX_CROSS_TABS:
+                tabs.append(_cross_tab(chosen[i], chosen[j], feats, maker))
+    return tabs
+
+
+def _cross_tab(a, b, feats, maker) -> dict:
+    label_b = {int(r): int(lab) for r, lab in zip(b["rows"], b["labels"]) if r >= 0}
+    cells: dict[tuple[int, int], list[int]] = {}
+    for r, lab in zip(a["rows"], a["labels"]):
+        if r >= 0 and int(r) in label_b:
+            cells.setdefault((int(lab), label_b[int(r)]), []).append(int(r))
+    cols = b["clusters"]
+    rows = []
+    for ca in a["clusters"]:
+        row = []
+        for cb in cols:
+            members = cells.get((ca["id"], cb["id"]), [])
+            thumb = None
+            if members:
+                E = feats.vectors[members]
+                thumb = maker.ref(members[int(np.argmax(E @ E.mean(0)))])
+            row.append({"count": len(members), "thumb": thumb})
+        rows.append({"name": ca["name"] or f"cluster {ca['id']}", "cells": row})
+    return {"a": a, "b": b, "cols": [c["name"] or f"cluster {c['id']}" for c in cols],
+            "rows": rows}
+
+
+def _render(store, sections, tabs, result, model_key) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parents[1] / "data" / "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    missing = set(result.missing_images)
+    info = store.attrs(layout.IMAGES)
+    return env.get_template("report.html.j2").render(
+        store=str(store.path), root=info.get("root"), model_key=model_key,
+        sections=sections, tabs=tabs, missing=missing, n_missing=len(missing),
+        generated=time.strftime("%Y-%m-%d %H:%M"))
