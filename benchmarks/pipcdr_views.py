@@ -41,6 +41,7 @@ def main() -> None:
     if set(args.seeds) & set(TEST_SEEDS):
         raise SystemExit("dev seeds only: this script chooses a default")
     from mdclust.core.features import load_image_features
+    from mdclust.core.layout import read_trained
     from mdclust.core.metrics import scores
     from mdclust.core.store import Store
     from mdclust.datasets import generate_shapes, read_vocabulary
@@ -50,7 +51,7 @@ def main() -> None:
     from mdclust.stages.cluster import cluster
     from mdclust.stages.embed import embed
     from mdclust.stages.evaluate import evaluate
-    from mdclust.stages.train import train, trained_features
+    from mdclust.stages.train import train
 
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +78,7 @@ def main() -> None:
                     cluster(store, aspect, method="pipcdr")
                     nmi = evaluate(store, aspect, method="pipcdr").nmi
                     rows.setdefault((aspect, f"pipcdr {views}"), []).append(nmi)
-                    paths, F = trained_features(store, aspect, "pipcdr")
+                    paths, F = read_trained(store, aspect, "pipcdr")
                     both = np.hstack([X, F])
                     t = [y[p] for p in paths]
                     res = np.mean([scores(t, kmeans(both, k, seed=s))["nmi"] for s in range(10)])

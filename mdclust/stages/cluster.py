@@ -4,7 +4,6 @@ features it was computed from so that `mdclust eval` can rerun k-means with othe
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,15 +161,16 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     feats = load_image_features(store, model)
     n = len(feats.paths)
     k = layout.resolve_k(store, interest, k, n)
-    if names_from is not None:
+    named_by = None
+    if names_from is not None:  # read now: a missing interest fails before any work
         names_from = validate_interest(names_from)
-        read_candidates(store, names_from)  # a missing interest fails before any work
+        named_by = (read_candidates(store, names_from), DEFAULT_TEMPLATE)
     labels, extra, params, names, vocab = BY_KIND[m.kind](
         store, m, interest, feats, k, seed, spherical=spherical, kappa=kappa,
         template=template, backend=backend)
     labels = np.asarray(labels, dtype=np.int32)
-    if vocab is None and names_from is not None:
-        vocab = (read_candidates(store, names_from), DEFAULT_TEMPLATE)
+    if vocab is None and named_by is not None:
+        vocab = named_by
         params["names_from"] = names_from
     if vocab is not None and not names:
         words, word_template = vocab
@@ -186,9 +186,8 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         txn.put_group(layout.clustering(interest, method),
                       {"path": feats.paths, **extra, "label": labels},
                       {"method": method, "params": params})
-    counts = Counter(int(x) for x in labels)
-    return ClusterResult(interest, method, k, n, [counts[i] for i in range(max(counts) + 1)],
-                         names, round(time.perf_counter() - t0, 3), list(feats.paths), labels)
+    return ClusterResult(interest, method, k, n, np.bincount(labels).tolist(), names,
+                         round(time.perf_counter() - t0, 3), list(feats.paths), labels)
 
 
 def read_clustering(store: Store, interest: str | None, method: str):
@@ -217,7 +216,6 @@ def load_clustering(store: StoreLike, interest: str | None = None, *,
         interest = validate_interest(interest)
     g = read_clustering(store, interest, method)
     labels = np.asarray(g["label"], dtype=np.int32)
-    counts = Counter(int(x) for x in labels)
     return ClusterResult(interest, method, int(g.attrs["params"]["k"]), len(labels),
-                         [counts[i] for i in range(max(counts) + 1)] if counts else [],
-                         list(g.get("cluster_name") or []), 0.0, list(g["path"]), labels)
+                         np.bincount(labels).tolist(), list(g.get("cluster_name") or []),
+                         0.0, list(g["path"]), labels)

@@ -179,9 +179,6 @@ class _Thumbs:
                     self.result.missing_images.append(self.paths[row])
             bar.advance(task)
 
-    def missing(self, src: str) -> bool:
-        return not (self.folder.parent / src).exists()
-
 
 def _map_xy(E: np.ndarray, points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(rows, their 2-D PCA coordinates in [0, 1]) for a seeded sample of the images."""

@@ -167,8 +167,3 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
                            grid_epochs=grid_epochs, show_progress=show_progress,
                            stop_after=stop_after)
 
-
-def trained_features(store: Store, interest: str | None,
-                     method: str) -> tuple[list[str], np.ndarray]:
-    """(image paths, learned features) of a trained method."""
-    return layout.read_trained(store, interest, method)
