@@ -422,6 +422,32 @@ def test_kill9_at_random_points_leaves_old_or_complete_store(small, tmp_path, st
     assert not list(small.path.parent.glob(".s.h5.tmp-*"))
 
 
+def test_train_writes_each_text_cache_group_in_one_commit(small, tmp_path, monkeypatch):
+    """Candidates and the prompt share the "{}" cache group; two commits to it left a state a
+    kill could expose that was neither the old store nor the finished one (CI, stop 20)."""
+    import mdclust
+    from mdclust.core.store import Transaction
+    from mdclust.methods.multidproxy import MultiDProxyConfig
+
+    words = tmp_path / "w.txt"
+    words.write_text("\n".join(f"word{i}" for i in range(40)))
+    mdclust.candidates(small, "thing", from_file=words, k=3)
+    puts = []
+    real = Transaction.put_group
+
+    def spy(self, path, data, attrs=None, provenance=True):
+        puts.append(path)
+        return real(self, path, data, attrs, provenance)
+
+    monkeypatch.setattr(Transaction, "put_group", spy)
+    mdclust.train(small, "thing", k=3, device="cpu",
+                  config=MultiDProxyConfig(k=3, epochs=2, refine_every=1, batch=4))
+    cache = [p for p in puts if p.startswith("text_features/")]
+    assert cache and len(cache) == len(set(cache)), cache
+    g = small.read_group(cache[0])
+    assert len(g["text"]) == 42 and list(g["text"][-1:]) == ["*"]
+
+
 def test_datasets_into_an_existing_file_is_one_line(tmp_path):
     target = tmp_path / "taken"
     target.write_text("mine")

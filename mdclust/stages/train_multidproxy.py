@@ -61,9 +61,14 @@ class _Inputs:
     def __init__(self, store, interest, feats, words, cfg, dev):
         self.store, self.interest, self.feats, self.words, self.dev = (
             store, interest, feats, words, dev)
-        self.C_all = text_features(store, words, cfg.candidate_template, model=feats.key)
-        self.prompt, self.star = text_features(
-            store, [prompt_for(interest, cfg.object_word), "*"], "{}", model=feats.key)
+        extra = [prompt_for(interest, cfg.object_word), "*"]
+        if cfg.candidate_template == "{}":
+            # one call, so one commit to the cache group: a kill leaves it old or complete
+            both = text_features(store, [*words, *extra], "{}", model=feats.key)
+            self.C_all, (self.prompt, self.star) = both[:len(words)], both[len(words):]
+        else:
+            self.C_all = text_features(store, words, cfg.candidate_template, model=feats.key)
+            self.prompt, self.star = text_features(store, extra, "{}", model=feats.key)
 
     def run(self, cfg: MultiDProxyConfig, show_progress=False, stop_after=None, tag=None):
         """Train one configuration (resuming from its checkpoint): (Fit, Progress, checkpoint)."""
