@@ -45,6 +45,28 @@ def test_faiss_assigns_every_row_beyond_its_training_sample(monkeypatch):
     assert nmi(y, labels) >= 0.9
 
 
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_kmeans_on_rows_built_on_demand_equals_kmeans_on_the_array(monkeypatch, backend):
+    """LaIC's [E; V] is never held whole: the same sample rows and the same blocks give the
+    same labels as the materialised matrix."""
+    from mdclust.core.rows import ConcatRows
+
+    monkeypatch.setattr(baselines, "FAISS_POINTS_PER_CENTROID", 40)  # a sample of 480 rows
+    monkeypatch.setattr(baselines, "ASSIGN_CHUNK", 700)
+    X, y = blobs(n=5000)
+    V = blobs(n=5000, d=16, seed=2)[0].astype(np.float16)
+    rows = ConcatRows(X, V)
+    whole = np.hstack([X, V.astype(np.float32)])
+    np.testing.assert_array_equal(rows[[3, 1, 4999]], whole[[3, 1, 4999]])
+    np.testing.assert_array_equal(rows[4990:6000], whole[4990:])
+    np.testing.assert_array_equal(np.asarray(rows, dtype=np.float32), whole)
+    a = baselines.kmeans(rows, 12, seed=1, backend=backend)
+    np.testing.assert_array_equal(a, baselines.kmeans(whole, 12, seed=1, backend=backend))
+    assert nmi(y, a) >= 0.9
+    with pytest.raises(ValueError, match="same number of rows"):
+        ConcatRows(X, V[:10])
+
+
 def test_auto_picks_faiss_from_the_threshold_and_a_bad_name_is_refused(monkeypatch):
     assert baselines.backend_for("auto", baselines.FAISS_MIN_ROWS - 1) == "sklearn"
     assert baselines.backend_for("auto", baselines.FAISS_MIN_ROWS) == "faiss"
@@ -115,3 +137,23 @@ def test_json_of_cluster_names_the_backend_used(tiny_store):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n"] == 15
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_gradnorm_labels_are_what_eval_reclusters(tiny_store, tmp_path, backend):
+    """`cluster` runs k-means on [E; V] with V as it stores it (float16), so eval's seed-0 run
+    on the stored features gives back the stored labels."""
+    from mdclust.core import layout
+    from mdclust.core.features import clustering_features
+    from mdclust.core.rows import ConcatRows
+
+    words = tmp_path / "w.txt"
+    words.write_text("\n".join(f"word{i}" for i in range(30)))
+    mdclust.candidates(tiny_store, "thing", from_file=words, k=3)
+    mdclust.filter_nouns(tiny_store, "thing", method="gradnorm", k=3)
+    res = mdclust.cluster(tiny_store, "thing", method="gradnorm", seed=0, backend=backend)
+    group = layout.read_clustering(tiny_store, "thing", "gradnorm")
+    assert group["text_counterpart"].dtype == np.float16
+    X = clustering_features(tiny_store, group)
+    assert isinstance(X, ConcatRows) and X.shape == (15, 2 * group["text_counterpart"].shape[1])
+    np.testing.assert_array_equal(baselines.kmeans(X, 3, seed=0, backend=backend), res.labels)

@@ -8,6 +8,7 @@ import numpy as np
 
 from mdclust.core import layout
 from mdclust.core.errors import MdclustError, StaleResult
+from mdclust.core.rows import ConcatRows
 from mdclust.core.store import Store
 
 FEATURE_BLOCK = 65_536  # rows read at a time (64 MB of float16 at 512-d)
@@ -79,8 +80,9 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
     return ImageFeatures(key, paths, vectors, shas)
 
 
-def clustering_features(store, group) -> np.ndarray | None:
-    """The features a clustering was computed from, in its row order (None: labels only)."""
+def clustering_features(store, group) -> np.ndarray | ConcatRows | None:
+    """The features a clustering was computed from, in its row order (None: labels only);
+    LaIC's [E; V] as a ConcatRows (np.asarray makes it an array)."""
     kind = group.attrs["params"].get("features", "none")
     if kind == "none":
         return None
@@ -95,4 +97,4 @@ def clustering_features(store, group) -> np.ndarray | None:
     if kind == "trained":
         interest_name = group.attrs["params"].get("interest")
         return layout.read_trained(store, interest_name, group.attrs["method"])[1]
-    return np.hstack([feats.vectors, np.asarray(group["text_counterpart"], dtype=np.float32)])
+    return ConcatRows(feats.vectors, group["text_counterpart"])  # [E; V], read in blocks

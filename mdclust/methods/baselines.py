@@ -48,13 +48,14 @@ def backend_for(backend: str, n: int) -> str:
     return "faiss" if n >= FAISS_MIN_ROWS else "sklearn"
 
 
-def kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
+def kmeans(X, k: int, seed: int = 0, spherical: bool = False,
            n_init: int = 10, max_iter: int = 300, backend: str = "auto") -> np.ndarray:
     """Labels of k-means with ``n_init`` initialisations seeded by ``seed``, the best kept;
     ``spherical`` clusters by cosine. Backend: scikit-learn (k-means++, Lloyd to convergence)
     or faiss (random initialisation, FAISS_NITER iterations on a seeded sample of
     FAISS_POINTS_PER_CENTROID x k rows, then every row assigned); auto picks faiss from
-    FAISS_MIN_ROWS rows."""
+    FAISS_MIN_ROWS rows. ``X`` is an array or a core.rows.ConcatRows, which faiss reads
+    in blocks and scikit-learn materialises."""
     if backend_for(backend, len(X)) == "faiss":
         return faiss_kmeans(X, k, seed=seed, spherical=spherical, n_init=n_init,
                             max_iter=max_iter)
@@ -66,18 +67,26 @@ def kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
                   random_state=seed).fit_predict(np.asarray(X, dtype=np.float32))
 
 
-def faiss_kmeans(X: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
+def faiss_kmeans(X, k: int, seed: int = 0, spherical: bool = False,
                  n_init: int = 10, max_iter: int = 300) -> np.ndarray:
+    """``X``: an array, or anything that gives float32 rows for a slice or an index array
+    (core.rows.ConcatRows): only the training sample and one block of rows are held at once."""
     import faiss
 
-    X = np.ascontiguousarray(X, dtype=np.float32)  # no copy when it already is
-    km = faiss.Kmeans(X.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
+    n, size = len(X), k * FAISS_POINTS_PER_CENTROID
+    # The sample is ours, not faiss': the same rows whether X is an array or built on demand.
+    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False)) if n > size \
+        else slice(None)
+    sample = np.ascontiguousarray(X[rows], dtype=np.float32)
+    km = faiss.Kmeans(sample.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
                       seed=seed, spherical=spherical, verbose=False,
                       max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
-    km.train(X)
-    labels = np.empty(len(X), dtype=np.int64)
-    for i in range(0, len(X), ASSIGN_CHUNK):
-        labels[i:i + ASSIGN_CHUNK] = km.index.search(X[i:i + ASSIGN_CHUNK], 1)[1][:, 0]
+    km.train(sample)
+    del sample
+    labels = np.empty(n, dtype=np.int64)
+    for i in range(0, n, ASSIGN_CHUNK):
+        block = np.ascontiguousarray(X[i:i + ASSIGN_CHUNK], dtype=np.float32)
+        labels[i:i + ASSIGN_CHUNK] = km.index.search(block, 1)[1][:, 0]
     return labels
 
 

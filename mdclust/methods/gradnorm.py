@@ -154,8 +154,11 @@ def filter_nouns(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> tuple[np.ndar
 def fit(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> np.ndarray:
     """LaIC from image features ``E`` and noun features ``R`` (all nouns of the pool): filter
     the nouns, build each image's text counterpart, k-means on [E; V]. Returns labels."""
+    from mdclust.core.rows import ConcatRows
     from mdclust.methods.baselines import kmeans
 
     keep = filter_nouns(E, R, cfg)[0]
-    V = text_counterpart(E, R[keep], cfg.kappa)
-    return kmeans(np.hstack([E, V]), cfg.k, seed=cfg.seed)
+    # float16 V, as `cluster` stores it, so both give the same labels
+    V = text_counterpart(E, R[keep], cfg.kappa,
+                         out=np.empty((len(E), R.shape[1]), dtype=np.float16))
+    return kmeans(ConcatRows(E, V), cfg.k, seed=cfg.seed)

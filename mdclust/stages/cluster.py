@@ -12,6 +12,7 @@ from mdclust.core import layout
 from mdclust.core.errors import StaleResult
 from mdclust.core.features import load_image_features
 from mdclust.core.layout import read_candidates, validate_interest
+from mdclust.core.rows import ConcatRows
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
@@ -91,12 +92,11 @@ def _laic(store, m, interest, feats, k, seed, **opts):
         raise StaleResult(f"the filter ran on {key} features but clustering uses {feats.key}; "
                           f"pass --model {key} or filter again")
     R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
-    d = feats.vectors.shape[1]
-    Z = np.empty((len(feats.vectors), d + R.shape[1]), dtype=np.float32)  # [E; V], no copies
-    Z[:, :d] = feats.vectors
-    gn.text_counterpart(feats.vectors, R, opts["kappa"], out=Z[:, d:])
-    labels = kmeans(Z, k, seed=seed, backend=opts["backend"])
-    return labels, {"text_counterpart": Z[:, d:].astype(np.float16)}, {
+    # V as stored (float16), and [E; V] never held whole: eval clusters exactly these rows
+    V = gn.text_counterpart(feats.vectors, R, opts["kappa"],
+                            out=np.empty((len(feats.vectors), R.shape[1]), dtype=np.float16))
+    labels = kmeans(ConcatRows(feats.vectors, V), k, seed=seed, backend=opts["backend"])
+    return labels, {"text_counterpart": V}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
         "nouns": len(sel["noun"]), "filter": m.filter_score}, [], \
         (list(sel["noun"]), sel.attrs["params"]["template"])
