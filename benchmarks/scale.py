@@ -2,7 +2,7 @@
 commands users run on them, time and peak RSS of each, baselines measured in the same run.
 
     python benchmarks/scale.py                      # everything (~30 min on 2 cores, ~15 GB disk)
-    python benchmarks/scale.py --only commit info   # some parts
+    python benchmarks/scale.py --only commit embed  # some parts
     python benchmarks/scale.py --out benchmarks/results/scale.json
 
 Each command runs as a child process (`mdclust ... --json`), so its peak RSS is its own.
@@ -181,6 +181,27 @@ def part_1m(work: Path, out: dict) -> None:
     out["eval_kmeans_10_runs_1m"] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
                                      "nmi": r["json"]["nmi"], "nmi_std": r["json"]["nmi_std"]}
     log(f"1M eval: {r['seconds']} s")
+    part_eval_gradnorm(work, out)
+
+
+def part_eval_gradnorm(work: Path, out: dict) -> None:
+    """eval's 10 k-means runs on GradNorm's [E; V] (1M x 1024), built block by block."""
+    r = mdclust("eval", "--interest", INTEREST, "--method", "gradnorm", "--labels",
+                str(truth_csv(work, 1_000_000)), "--aspect", "truth",
+                "--store", str(work / "s1m.h5"))
+    out["eval_gradnorm_10_runs_1m"] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                                       "nmi": r["json"]["nmi"], "nmi_std": r["json"]["nmi_std"]}
+    log(f"1M eval gradnorm: {r['seconds']} s, {r['peak_rss_gb']} GB")
+
+
+def part_export(work: Path, out: dict) -> None:
+    """`export --out` of the 1M store's kmeans clustering: CSV streamed in blocks."""
+    csv = work / "export1m.csv"
+    r = mdclust("export", "--method", "kmeans", "--out", str(csv), "--store",
+                str(work / "s1m.h5"))
+    out["export_kmeans_1m"] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                               "rows": r["json"]["n"], "mb": round(csv.stat().st_size / 2 ** 20, 1)}
+    log(f"1M export: {r['seconds']} s, {r['peak_rss_gb']} GB")
 
 
 def commit_cost(store: Path, path: str, inline: bool = False) -> dict:
@@ -298,8 +319,9 @@ def part_report(work: Path, out: dict) -> None:
     log(f"report 100k: {out['report_100k']}")
 
 
-PARTS = {"kmeans100k": part_kmeans_100k, "1m": part_1m, "commit": part_commit_before,
-         "embed": part_embed_unchanged, "report": part_report}
+PARTS = {"kmeans100k": part_kmeans_100k, "1m": part_1m, "evalgradnorm": part_eval_gradnorm,
+         "export": part_export, "commit": part_commit_before, "embed": part_embed_unchanged,
+         "report": part_report}
 
 
 def main() -> None:

@@ -48,7 +48,13 @@ def _command(fn):
         if not logging.getLogger().handlers:
             logging.getLogger().addHandler(logging.NullHandler())
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a reader gone early shows here, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            # `mdclust export | head`: the reader has what it wanted, which is not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except mdclust.MdclustError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
@@ -479,9 +485,10 @@ def export_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file [default: stdout]."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Write a clustering as CSV: path,cluster (and name, for zeroshot). With --json: one
-    object {method, interest, n, out, rows: [{path, cluster[, name]}]} (rows empty with --out).
-    A clustering made before the images changed is written as stored, with a warning."""
+    """Write a clustering as CSV: path,cluster (and name, when the clustering has names).
+    With --json: one object {method, interest, n, out, rows: [{path, cluster[, name]}]} (rows
+    empty with --out). A clustering made before the images changed is written as stored, with
+    a warning."""
     import csv
     import io
 
@@ -489,18 +496,17 @@ def export_cmd(
         if not quiet:
             typer.echo(f"mdclust: warning: {message}", err=True)
 
-    text = mdclust.export_csv(_store(store), interest, method=method, warn=warn)
-    if out is not None:
-        try:
-            out.write_text(text)
-        except OSError as exc:
-            _fail(f"cannot write {out}: {exc.strerror or exc}", 2)
-    if as_json:
+    if as_json and out is None:
+        text = mdclust.export_csv(_store(store), interest, method=method, warn=warn)
         rows = list(csv.DictReader(io.StringIO(text)))
-        _emit_json({"method": method, "interest": interest, "n": len(rows),
-                    "out": str(out) if out else None, "rows": [] if out else rows})
-    elif out is None:
-        sys.stdout.write(text)
+        _emit_json({"method": method, "interest": interest, "n": len(rows), "out": None,
+                    "rows": rows})
+        return
+    n = mdclust.export_csv(_store(store), interest, method=method, warn=warn,
+                           out=sys.stdout if out is None else out)
+    if as_json:
+        _emit_json({"method": method, "interest": interest, "n": n, "out": str(out),
+                    "rows": []})
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Generate synthetic image sets.")

@@ -167,6 +167,38 @@ def test_eval_and_export_name_real_methods_and_export_warns_when_stale(small, tm
                                    "store now holds 15 images (3 not in it)")
 
 
+def test_export_streams_into_a_file_atomically(small, tmp_path, monkeypatch):
+    from mdclust.stages import evaluate
+
+    mdclust = __import__("mdclust")
+    mdclust.cluster(small, method="kmeans", k=2)
+    text = mdclust.export_csv(small)
+    monkeypatch.setattr(evaluate, "EXPORT_BLOCK", 5)  # 12 rows in three blocks
+    target = tmp_path / "out.csv"
+    assert mdclust.export_csv(small, out=target) == 12
+    assert target.read_text() == text and text.count("\n") == 13
+    assert text.splitlines()[0] == "path,cluster"
+    # a file that cannot be written whole: one line, exit 2, the earlier file as it was
+    target.write_text("earlier\n")
+    res = subprocess.run([MDCLUST, "export", "--store", str(small.path), "--out", str(target)],
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=_file_size_limit(40))
+    assert res.returncode == 2 and "cannot write" in error_line(res), res.stderr
+    assert target.read_text() == "earlier\n"
+    assert [p.name for p in tmp_path.glob(".out.csv.tmp-*")] == []
+
+
+def test_a_reader_that_stops_early_is_not_an_error(small):
+    """`mdclust export | head -1`: the closed pipe ends the command quietly, exit 0."""
+    assert run("cluster", "--method", "kmeans", "--k", "2", "--store", small.path).returncode == 0
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first row is written
+    proc = subprocess.run([MDCLUST, "export", "--store", str(small.path)], stdout=w,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(w)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
 def test_models_and_datasets_accept_store_like_every_command(tmp_path):
     assert run("models", "--store", tmp_path / "s.h5", "--json").returncode == 0
     res = run("datasets", "shapes", tmp_path / "d", "--n", "4", "--store", tmp_path / "s.h5",

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -157,9 +159,12 @@ def _stale(store: Store, group) -> str:
             f"({missing} not in it); run `mdclust cluster` again for a current one")
 
 
+EXPORT_BLOCK = 65_536  # rows formatted per write: bounded memory at any N
+
+
 def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
-               warn=None) -> str:
-    """A stored clustering as CSV text: path,cluster (and name, when the method names them).
+               out: str | Path | TextIO | None = None, warn=None) -> str | int:
+    """A stored clustering as CSV: path,cluster (and name, when the method names them).
 
     Parameters
     ----------
@@ -169,14 +174,19 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
         The interest the clustering was made for.
     method : str
         The clustering to export.
+    out : path or text file, optional
+        Write the CSV there, a block of rows at a time, and return the number of rows. A path
+        is written to a temporary file beside it and renamed over it at the end, so an export
+        that fails or is killed leaves any earlier file as it was.
     warn : callable, optional
         Called with a message when the clustering is stale (made before the images changed);
         the rows are still written, as stored.
 
     Returns
     -------
-    str
-        The CSV text (``mdclust.load_clustering`` gives the same rows as arrays).
+    str or int
+        The CSV text, or with ``out`` the number of rows written (``mdclust.load_clustering``
+        gives the same rows as arrays).
     """
     store = as_store(store)
     if interest is not None:
@@ -185,10 +195,39 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
     stale = _stale(store, group)
     if stale and warn is not None:
         warn(stale)
+    if out is None:
+        buf = io.StringIO()
+        _write_rows(group, buf)
+        return buf.getvalue()
+    if hasattr(out, "write"):
+        return _write_rows(group, out)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            n = _write_rows(group, fh)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise MdclustError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def _write_rows(group, fh: TextIO) -> int:
     names = group.get("cluster_name")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "cluster"] + (["name"] if names else []))
-    for p, label in zip(group["path"], group["label"]):
-        w.writerow([p, int(label)] + ([names[int(label)]] if names else []))
-    return buf.getvalue()
+    paths, labels = group["path"], np.asarray(group["label"])
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(
+        ["path", "cluster"] + (["name"] if names else []))
+    fh.write(head.getvalue())
+    for i in range(0, len(labels), EXPORT_BLOCK):
+        block = io.StringIO()
+        w = csv.writer(block, lineterminator="\n")
+        part = labels[i:i + EXPORT_BLOCK].tolist()
+        if names:
+            w.writerows(zip(paths[i:i + EXPORT_BLOCK], part, (names[c] for c in part)))
+        else:
+            w.writerows(zip(paths[i:i + EXPORT_BLOCK], part))
+        fh.write(block.getvalue())
+    return len(labels)
