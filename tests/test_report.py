@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import MDCLUST
 
@@ -159,3 +160,23 @@ def test_report_refuses_bad_input_in_one_line(demo, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_cross_tabs_show_the_least_alike_interests_first():
+    """Colour and a near-copy of it make a diagonal table; colour x shape is the one to show."""
+    from mdclust.stages.report import telling_pairs
+
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 4, 200)
+    shape = rng.integers(0, 3, 200)
+    hue = color.copy()
+    hue[:10] = (hue[:10] + 1) % 4  # 5% of the images differ
+    rows = np.arange(200)
+    sections = [{"interest": name, "rows": rows, "labels": labels}
+                for name, labels in (("color", color), ("hue", hue), ("shape", shape))]
+    sections[2]["rows"] = np.where(rows < 5, -1, rows)  # images a clustering lacks are skipped
+    pairs = telling_pairs(sections)
+    names = [(a["interest"], b["interest"]) for _, a, b in pairs]
+    assert names[-1] == ("color", "hue") and pairs[-1][0] > 0.8
+    assert {names[0], names[1]} == {("color", "shape"), ("hue", "shape")}
+    assert pairs[0][0] < 0.1 and [p[0] for p in pairs] == sorted(p[0] for p in pairs)

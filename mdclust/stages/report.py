@@ -253,11 +253,33 @@ def _cross_tabs(sections, feats, maker) -> list[dict]:
             best[s["interest"]] = (rank, s)
     chosen = [s for _, s in best.values()]
     tabs = []
-    for i in range(len(chosen)):
-        for j in range(i + 1, len(chosen)):
-            if len(tabs) < MAX_CROSS_TABS:
-                tabs.append(_cross_tab(chosen[i], chosen[j], feats, maker))
+    for agree, a, b in telling_pairs(chosen)[:MAX_CROSS_TABS]:
+        tabs.append({**_cross_tab(a, b, feats, maker), "nmi": agree})
     return tabs
+
+
+def telling_pairs(sections) -> list[tuple[float, dict, dict]]:
+    """Every pair of clusterings as (NMI between them, a, b), least alike first.
+
+    Two interests that group the images alike make a near-diagonal table that shows little;
+    the least alike pairs are the picture of multiple clustering. Ties keep the input order.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    n = max((int(np.max(s["rows"], initial=-1)) for s in sections), default=-1) + 1
+    by_row = []  # each clustering's label per image row, -1 where it has none
+    for s in sections:
+        rows, labels = np.asarray(s["rows"], dtype=np.int64), np.asarray(s["labels"])
+        lab = np.full(n, -1, dtype=np.int64)
+        lab[rows[rows >= 0]] = labels[rows >= 0]
+        by_row.append(lab)
+    out = []
+    for i, j in ((i, j) for i in range(len(sections)) for j in range(i + 1, len(sections))):
+        both = (by_row[i] >= 0) & (by_row[j] >= 0)
+        agree = normalized_mutual_info_score(by_row[i][both], by_row[j][both]) \
+            if both.any() else 1.0
+        out.append((round(float(agree), 3), sections[i], sections[j]))
+    return sorted(out, key=lambda t: t[0])
 
 
 def _cross_tab(a, b, feats, maker) -> dict:
