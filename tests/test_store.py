@@ -32,6 +32,19 @@ def test_roundtrip_with_provenance(store_path):
     assert st.attrs("/")[SCHEMA_ATTR] == SCHEMA_VERSION
 
 
+def test_read_group_can_skip_datasets_it_does_not_need(store_path):
+    """export, load_clustering and report read a clustering's labels, not its features."""
+    st = Store(store_path)
+    big = np.ones((4096, 128), dtype=np.float16)  # over 1 MiB: its own data file
+    with st.transaction() as txn:
+        txn.put_group("clusterings/x", {"path": ["a", "b"], "label": np.array([1, 0]),
+                                        "text_counterpart": big}, {"method": "x"})
+    g = st.read_group("clusterings/x", only=("path", "label", "cluster_name"))
+    assert sorted(g.data) == ["label", "path"] and g["path"] == ["a", "b"]
+    assert g.attrs["method"] == "x"
+    assert sorted(st.read_group("clusterings/x").data) == ["label", "path", "text_counterpart"]
+
+
 def test_put_replaces_only_its_own_group(store_path):
     st = Store(store_path)
     with st.transaction() as txn:

@@ -124,8 +124,14 @@ def read_trained(store, interest_name: str | None, method: str) -> tuple[list[st
                                        dtype=np.float32)
 
 
-def read_clustering(store, interest_name: str | None, method: str):
-    g = store.read_group(clustering(interest_name, method))
+# What a clustering's readers need when they do not recluster: not its features (1 GB of text
+# counterparts for GradNorm at 1M images).
+CLUSTERING_LABELS = ("path", "label", "cluster_name", "name_share")
+
+
+def read_clustering(store, interest_name: str | None, method: str,
+                    only: tuple[str, ...] | None = None):
+    g = store.read_group(clustering(interest_name, method), only)
     if g is None:
         where = f"interest {interest_name!r}" if interest_name else "the store (no interest)"
         raise MissingStage(f"no {method} clustering for {where}; run `mdclust cluster"

@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Collection, Iterator, Union
 
 import h5py
 import numpy as np
@@ -127,10 +127,10 @@ def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
                          dtype=h5py.string_dtype("utf-8"))
 
 
-def _read_group(g: h5py.Group) -> Group:
+def _read_group(g: h5py.Group, only: Collection[str] | None = None) -> Group:
     out = Group(attrs={k: _decode_attr(v) for k, v in g.attrs.items()})
     for name, item in g.items():
-        if isinstance(item, h5py.Dataset):
+        if isinstance(item, h5py.Dataset) and (only is None or name in only):
             out.data[name] = _read_dataset(item)
     return out
 
@@ -144,11 +144,12 @@ class _Snapshot:
     def has(self, path: str) -> bool:
         return self._f is not None and path in self._f
 
-    def read_group(self, path: str) -> Group | None:
+    def read_group(self, path: str, only: Collection[str] | None = None) -> Group | None:
+        """The group's attributes and datasets (``only`` these, when given), or None."""
         with _damaged(self._f, path):
             if not self.has(path):
                 return None
-            return _read_group(self._f[path])
+            return _read_group(self._f[path], only)
 
     def children(self, path: str = "/") -> list[str]:
         with _damaged(self._f, path):
@@ -432,9 +433,9 @@ class Store:
         with self._open_read() as f:
             yield _Snapshot(f)
 
-    def read_group(self, path: str) -> Group | None:
+    def read_group(self, path: str, only: Collection[str] | None = None) -> Group | None:
         with self.snapshot() as s:
-            return s.read_group(path)
+            return s.read_group(path, only)
 
     def children(self, path: str = "/") -> list[str]:
         with self.snapshot() as s:

@@ -190,10 +190,11 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
                          round(time.perf_counter() - t0, 3), list(feats.paths), labels)
 
 
-def read_clustering(store: Store, interest: str | None, method: str):
+def read_clustering(store: Store, interest: str | None, method: str,
+                    only: tuple[str, ...] | None = None):
     """The stored clustering group (a checked method name; MissingStage when absent)."""
     get(method)
-    return layout.read_clustering(store, interest, method)
+    return layout.read_clustering(store, interest, method, only)
 
 
 
@@ -214,7 +215,7 @@ def load_clustering(store: StoreLike, interest: str | None = None, *,
     store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)
-    g = read_clustering(store, interest, method)
+    g = read_clustering(store, interest, method, only=layout.CLUSTERING_LABELS)
     labels = np.asarray(g["label"], dtype=np.int32)
     return ClusterResult(interest, method, int(g.attrs["params"]["k"]), len(labels),
                          np.bincount(labels).tolist(), list(g.get("cluster_name") or []),

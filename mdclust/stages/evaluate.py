@@ -149,7 +149,7 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
 
 def _stale(store: Store, group) -> str:
     """Why a clustering no longer covers the store's images ("" when it does)."""
-    g = store.read_group(layout.IMAGES)
+    g = store.read_group(layout.IMAGES, only=("path",))
     now = set(g["path"]) if g is not None else set()
     rows = list(group["path"])
     missing = len(now - set(rows))
@@ -191,7 +191,7 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
     store = as_store(store)
     if interest is not None:
         interest = validate_interest(interest)
-    group = read_clustering(store, interest, method)
+    group = read_clustering(store, interest, method, only=layout.CLUSTERING_LABELS)
     stale = _stale(store, group)
     if stale and warn is not None:
         warn(stale)

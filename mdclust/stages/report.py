@@ -96,8 +96,7 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
         raise BadInput("no clusterings to show" + (" for those --interest/--method"
                                                    if interests or methods else
                                                    "; run `mdclust cluster` first"))
-    feats = load_image_features(store, store.read_group(found[0][2]).attrs["params"]
-                                .get("model_key"))
+    feats = load_image_features(store, store.attrs(found[0][2])["params"].get("model_key"))
     row_of = {p: i for i, p in enumerate(feats.paths)}
     truth = store.read_group(layout.LABELS)
     root = Path(store.attrs(layout.IMAGES).get("root") or ".")
@@ -109,7 +108,7 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
 
     sections = []
     for interest, method, path in found:
-        g = store.read_group(path)
+        g = store.read_group(path, layout.CLUSTERING_LABELS)
         sections.append(_section(store, interest, method, g, feats, row_of, truth, aspect,
                                  thumbs, maker, xy))
     result.clusterings = len(sections)
