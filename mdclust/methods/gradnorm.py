@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdclust.core.rows import ConcatRows
+
 TAU = 1 / 0.08  # classifier temperature tau (paper: fixed for all datasets)
 KAPPA = 0.006  # text-counterpart temperature kappa
 BETA = 5  # nouns kept per pseudo-class
@@ -132,6 +134,14 @@ def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
     return out
 
 
+def image_text_rows(E: np.ndarray, R_sel: np.ndarray,
+                    kappa: float = KAPPA) -> tuple[np.ndarray, ConcatRows]:
+    """V in float16 (as `cluster` stores it, so `eval` reclusters exactly what `cluster` did)
+    and [E; V] for k-means, assembled block by block rather than held whole (4 GB at 1M)."""
+    V = text_counterpart(E, R_sel, kappa, out=np.empty((len(E), R_sel.shape[1]), np.float16))
+    return V, ConcatRows(E, V)
+
+
 def filter_nouns(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> tuple[np.ndarray, np.ndarray,
                                                                         np.ndarray, list[float]]:
     """Stage 1 on arrays: (kept noun indices, their scores, their pseudo-classes, loss curve)."""
@@ -154,11 +164,7 @@ def filter_nouns(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> tuple[np.ndar
 def fit(E: np.ndarray, R: np.ndarray, cfg: LaICConfig) -> np.ndarray:
     """LaIC from image features ``E`` and noun features ``R`` (all nouns of the pool): filter
     the nouns, build each image's text counterpart, k-means on [E; V]. Returns labels."""
-    from mdclust.core.rows import ConcatRows
     from mdclust.methods.baselines import kmeans
 
     keep = filter_nouns(E, R, cfg)[0]
-    # float16 V, as `cluster` stores it, so both give the same labels
-    V = text_counterpart(E, R[keep], cfg.kappa,
-                         out=np.empty((len(E), R.shape[1]), dtype=np.float16))
-    return kmeans(ConcatRows(E, V), cfg.k, seed=cfg.seed)
+    return kmeans(image_text_rows(E, R[keep], cfg.kappa)[1], cfg.k, seed=cfg.seed)

@@ -12,7 +12,6 @@ from mdclust.core import layout
 from mdclust.core.errors import StaleResult
 from mdclust.core.features import load_image_features
 from mdclust.core.layout import read_candidates, validate_interest
-from mdclust.core.rows import ConcatRows
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
@@ -92,10 +91,8 @@ def _laic(store, m, interest, feats, k, seed, **opts):
         raise StaleResult(f"the filter ran on {key} features but clustering uses {feats.key}; "
                           f"pass --model {key} or filter again")
     R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
-    # V as stored (float16), and [E; V] never held whole: eval clusters exactly these rows
-    V = gn.text_counterpart(feats.vectors, R, opts["kappa"],
-                            out=np.empty((len(feats.vectors), R.shape[1]), dtype=np.float16))
-    labels = kmeans(ConcatRows(feats.vectors, V), k, seed=seed, backend=opts["backend"])
+    V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"])
+    labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": V}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
         "nouns": len(sel["noun"]), "filter": m.filter_score}, [], \

@@ -149,8 +149,8 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
 
 def _stale(store: Store, group) -> str:
     """Why a clustering no longer covers the store's images ("" when it does)."""
-    g = store.read_group(layout.IMAGES, only=("path",))
-    now = set(g["path"]) if g is not None else set()
+    with store.snapshot() as snap:
+        now = set(snap.read_strings(layout.IMAGE_PATHS))
     rows = list(group["path"])
     missing = len(now - set(rows))
     if not missing and len(now) == len(rows):
@@ -217,17 +217,10 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
 def _write_rows(group, fh: TextIO) -> int:
     names = group.get("cluster_name")
     paths, labels = group["path"], np.asarray(group["label"])
-    head = io.StringIO()
-    csv.writer(head, lineterminator="\n").writerow(
-        ["path", "cluster"] + (["name"] if names else []))
-    fh.write(head.getvalue())
+    w = csv.writer(fh, lineterminator="\n")  # the file buffers; a block of rows at a time
+    w.writerow(["path", "cluster"] + (["name"] if names else []))
     for i in range(0, len(labels), EXPORT_BLOCK):
-        block = io.StringIO()
-        w = csv.writer(block, lineterminator="\n")
         part = labels[i:i + EXPORT_BLOCK].tolist()
-        if names:
-            w.writerows(zip(paths[i:i + EXPORT_BLOCK], part, (names[c] for c in part)))
-        else:
-            w.writerows(zip(paths[i:i + EXPORT_BLOCK], part))
-        fh.write(block.getvalue())
+        cols = [paths[i:i + EXPORT_BLOCK], part] + ([[names[c] for c in part]] if names else [])
+        w.writerows(zip(*cols))
     return len(labels)
