@@ -142,20 +142,20 @@ def test_older_schema_is_upgraded_by_its_migration(store_path, monkeypatch):
     with Store(store_path).transaction() as txn:
         txn.put_group("images", {"path": ["a.png"]})
 
-    def rename_images(txn):  # a made-up step from schema 2 to 3
+    def rename_images(txn):  # a made-up step from schema 3 to 4
         g = txn.read_group("images")
         txn.put_group("pictures", dict(g.data), provenance=False)
         txn.delete("images")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", {2: rename_images})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {3: rename_images})
     st = Store(store_path)
     st.validate()
-    assert st.attrs("/")[SCHEMA_ATTR] == 3
+    assert st.attrs("/")[SCHEMA_ATTR] == 4
     assert st.read_group("pictures")["path"] == ["a.png"] and st.read_group("images") is None
     monkeypatch.setattr(store_mod, "MIGRATIONS", {})
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 4)
-    with pytest.raises(MdclustError, match="no upgrade from store schema 3"):
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 5)
+    with pytest.raises(MdclustError, match="no upgrade from store schema 4"):
         st.validate()
 
 
@@ -194,7 +194,8 @@ def test_replaced_data_files_are_removed_one_commit_later(store_path):
     with st.transaction() as txn:
         txn.put_group("features/m", {"vectors": big()})
     first = {p.name for p in st.data_dir.glob("*.h5")}
-    orphan = st.data_dir / "features.m.0123456789ab.h5"  # what a commit killed mid-way leaves
+    sid = st.attrs("/")["mdclust_store_id"]
+    orphan = st.data_dir / f"features.m.{sid}.0123456789ab.h5"  # what a killed commit leaves
     orphan.write_bytes(b"partial")
     with st.transaction() as txn:
         txn.put_group("features/m", {"vectors": big() + 1})
@@ -232,7 +233,7 @@ def test_a_store_of_the_previous_layout_opens_and_is_upgraded(tmp_path, monkeypa
     monkeypatch.setattr(store_mod, "EXTERNAL_MIN_BYTES", 1)
     st = Store(path)
     st.upgrade()
-    assert st.attrs("/")[SCHEMA_ATTR] == SCHEMA_VERSION == 2
+    assert st.attrs("/")[SCHEMA_ATTR] == SCHEMA_VERSION == 3
     names = {p.name.split(".")[0] for p in st.data_dir.glob("*.h5")}
     assert {"images", "features", "labels", "interests"} <= names
     after = mdclust.load_clustering(path, "color", method="gradnorm")

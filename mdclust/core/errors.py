@@ -31,3 +31,12 @@ class QualityGateFailed(MdclustError):
     def __init__(self, message: str, details: dict | None = None):
         super().__init__(message)
         self.details = details or {}
+
+
+class MissingDataFile(MdclustError):
+    """A group's data file (in the store's .data folder) is not there: deleted, or the entry
+    file was copied without it. ``group`` and ``file`` name them."""
+
+    def __init__(self, message: str, group: str = "", file: str = ""):
+        super().__init__(message)
+        self.group, self.file = group, file

@@ -9,7 +9,7 @@ import numpy as np
 from mdclust.core import layout
 from mdclust.core.errors import MdclustError, StaleResult
 from mdclust.core.rows import ConcatRows
-from mdclust.core.store import Store
+from mdclust.core.store import Store, check_finite
 
 FEATURE_BLOCK = 65_536  # rows read at a time (64 MB of float16 at 512-d)
 
@@ -71,7 +71,8 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
         for start, block in snap.chunks(layout.features(key) + "/vectors", FEATURE_BLOCK):
             to = dest[start:start + len(block)]
             keep = to >= 0
-            part = block[keep].astype(np.float32)
+            part = check_finite(block[keep].astype(np.float32), f"features {key}",
+                                snap.file_of(layout.features(key)))
             part /= np.linalg.norm(part, axis=1, keepdims=True).clip(min=1e-12)
             vectors[to[keep]] = part
     copies = dest[rows] != np.arange(len(rows))
@@ -87,7 +88,8 @@ def clustering_features(store, group) -> np.ndarray | ConcatRows | None:
     if kind == "none":
         return None
     if "features" in group.data:
-        return np.asarray(group["features"], dtype=np.float32)
+        return check_finite(np.asarray(group["features"], dtype=np.float32), "features",
+                            str(store.path))
     feats = load_image_features(store, group.attrs["params"]["model_key"])
     if feats.paths != list(group["path"]):
         raise StaleResult("the images changed since this clustering was made; "
@@ -97,4 +99,5 @@ def clustering_features(store, group) -> np.ndarray | ConcatRows | None:
     if kind == "trained":
         interest_name = group.attrs["params"].get("interest")
         return layout.read_trained(store, interest_name, group.attrs["method"])[1]
-    return ConcatRows(feats.vectors, group["text_counterpart"])  # [E; V], read in blocks
+    return ConcatRows(feats.vectors, check_finite(group["text_counterpart"], "text counterparts",
+                                                  str(store.path)))  # [E; V], read in blocks

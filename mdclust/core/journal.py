@@ -7,15 +7,26 @@ the store in one transaction and then deletes them; a killed run leaves them for
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from mdclust.core.errors import MdclustError
-from mdclust.core.store import Store
+
+APPEND = "append-"  # kinds of batches that any commit folds into the store (see append())
+
+
+class Store(Protocol):
+    """What this module needs of a Store: store.py folds pending append batches at every
+    commit, so it imports this module, and this one cannot import it."""
+
+    journal_dir: Path
 
 
 def write_batch(store: Store, kind: str, **arrays: np.ndarray) -> Path:
@@ -88,3 +99,30 @@ def live_rows(shas: list[str], live: set[str]) -> list[int]:
             seen.add(s)
             keep.append(i)
     return keep
+
+
+# -- append batches: rows for one group that any commit may fold in ------------------------
+
+def append_kind(group: str) -> str:
+    return APPEND + hashlib.sha256(group.encode()).hexdigest()[:12]
+
+
+def append(store: Store, group: str, key: str, attrs: dict, **arrays: np.ndarray) -> Path:
+    """Journal rows to be appended to ``group`` (rows whose ``key`` value the group already
+    holds are dropped). The batch names its group, so every commit on the store, by any
+    stage, folds pending batches in (Store.transaction): a merge that was killed or failed is
+    done by the next write, whatever command makes it."""
+    meta = {"group": group, "key": key, "attrs": attrs}
+    return write_batch(store, append_kind(group), __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def pending_appends(store: Store) -> dict[str, tuple[str, dict, list[tuple[Path, dict]]]]:
+    """group -> (key column, attributes, [(file, arrays)]) for every pending append batch."""
+    out: dict[str, tuple[str, dict, list]] = {}
+    for path, batch in read_batches(store, APPEND.rstrip("-") + "-*"):
+        meta = json.loads(str(batch.pop("__meta__", "null"))) if "__meta__" in batch else None
+        if not meta:
+            continue
+        entry = out.setdefault(meta["group"], (meta["key"], meta["attrs"], []))
+        entry[2].append((path, batch))
+    return out

@@ -1,4 +1,4 @@
-"""The HDF5 store: the only module that imports h5py.
+"""The HDF5 store: with store_files.py, the only module that imports h5py.
 
 The store is one entry file (``s.h5``) plus a folder of data files beside it (``s.h5.data/``).
 A group whose datasets exceed ``EXTERNAL_MIN_BYTES`` lives in a data file of its own, written
@@ -10,8 +10,10 @@ Every write goes through :meth:`Store.transaction`: new large groups go to new d
 (fsynced), then a new entry file is built next to the old one, holding the small groups and
 the links to the data files that did not change, and swapped in with ``os.replace``. A crash at
 any point leaves either the old entry file or the new one, each with all the data files it
-links to; data files no entry links to are removed by a later commit. A commit therefore costs
-what it writes plus the (small) entry file, not the whole store. See docs/store.md.
+links to; a later commit removes the data files that this store wrote and that no entry file
+beside it links to (store_files.py). A commit therefore costs what it writes plus the (small)
+entry file, not the whole store. Every commit also folds in pending append batches of the
+journal (the text cache), so no merge is left undone by a kill. See docs/store.md.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Union
@@ -33,14 +35,21 @@ import h5py
 import numpy as np
 
 from mdclust import __version__
-from mdclust.core.errors import MdclustError
+from mdclust.core import journal
+from mdclust.core import store_files as sf
+from mdclust.core.errors import MdclustError, MissingDataFile
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Upgrade steps, as in simonw/llm's migrations: MIGRATIONS[v] turns a schema-v store into
 # schema v+1 inside one transaction. Stores of an older schema are upgraded on first use.
 # 1 -> 2: large groups move out of the entry file into data files; the commit that the upgrade
 # runs does that as it copies the old file (Transaction._copy), so the step itself is empty.
-MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {1: lambda txn: None}
+# 2 -> 3: data files carry the id of the store that wrote them, and the entry file records its
+# id and name; the commit assigns them and adopts the older data files in the store's own data
+# folder (store_files.legacy_files), so this step is empty too. mdclust 0.2 refuses schema 3:
+# its clean-up would delete the data files of other stores in the folder.
+MIGRATIONS: dict[int, Callable[["Transaction"], None]] = {1: lambda txn: None,
+                                                          2: lambda txn: None}
 SCHEMA_ATTR = "mdclust_schema"
 DEFAULT_STORE = "mdclust.h5"
 LOCK_TIMEOUT_ENV = "MDCLUST_LOCK_TIMEOUT"
@@ -49,10 +58,13 @@ LOCK_NOTE_AFTER = 1.0  # seconds before saying who holds the lock
 _JSON_PREFIX = "json:"
 # Groups larger than this go to a data file of their own; below it the entry file holds them
 # (a rewrite of a 1 MiB group costs ~5 ms, and a file per tiny group would litter the folder).
-EXTERNAL_MIN_BYTES = 1 << 20
+EXTERNAL_MIN_BYTES = int(os.environ.get("MDCLUST_DATA_FILE_MIN_BYTES") or 1 << 20)
 DATA_GROUP = "group"  # the path of the group inside its data file
 FIXED_STRING_MAX = 512  # longer strings are stored variable-length (one would pad them all)
-_HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
+# Per thread: the lock files this thread holds (nesting depth) and its open transactions. A
+# second handle on the same file in the same thread joins the open transaction instead of
+# committing beside it (which the outer commit would undo); other threads wait on the flock.
+_LOCAL = threading.local()
 StoreLike = Union["Store", str, os.PathLike, None]  # what every stage accepts as its store
 
 
@@ -112,7 +124,9 @@ def _read_dataset(ds: h5py.Dataset) -> Any:
 def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
     if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
         chunks = value.ndim > 0 and value.size > 0
-        group.create_dataset(name, data=value, chunks=True if chunks else None)
+        # fletcher32: a damaged chunk is an error on read, not silently wrong numbers
+        group.create_dataset(name, data=value, chunks=True if chunks else None,
+                             fletcher32=bool(chunks))
         return
     values = [str(v).encode() for v in (value.tolist() if isinstance(value, np.ndarray)
                                          else value)]
@@ -121,7 +135,8 @@ def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
         # Fixed-length UTF-8 bytes, compressed: a million paths take ~1 MB instead of ~64 MB
         # as variable-length strings (whose heap HDF5 cannot compress).
         group.create_dataset(name, data=np.array(values, dtype=f"S{longest}"), chunks=True,
-                             compression="gzip", compression_opts=1, shuffle=True)
+                             compression="gzip", compression_opts=1, shuffle=True,
+                             fletcher32=True)
         return
     group.create_dataset(name, data=np.array([v.decode() for v in values], dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
@@ -142,6 +157,11 @@ class _Snapshot:
         self._f = f
 
     def has(self, path: str) -> bool:
+        """Whether the group or dataset is there; MissingDataFile when it is a link to a data
+        file that is gone (h5py would say it is absent, and its stage would fail later)."""
+        gone = sf.dangling(self._f, path)  # h5py says True for a link to a missing file
+        if gone is not None:
+            raise MissingDataFile(_missing_message(self._f, path, gone), path, gone)
         return self._f is not None and path in self._f
 
     def read_group(self, path: str, only: Collection[str] | None = None) -> Group | None:
@@ -180,30 +200,82 @@ class _Snapshot:
             for start in range(0, ds.shape[0], rows):
                 yield start, ds[start:start + rows]
 
+    def file_of(self, path: str) -> str:
+        """The file that holds ``path`` (its data file, or the entry file), for messages."""
+        return sf.file_of(self._f, path)
+
+
+# What to do when a group's data file is gone, by the stage that writes the group.
+_REMAKE = {"images": None, "skipped": None, "features": None, "labels": None, "views": None,
+           "candidates": "candidates", "filter": "filter", "clusterings": "cluster",
+           "train": "train", "text_features": "cache"}
+
+
+def _missing_message(f, path: str, gone: str) -> str:
+    entry = Path(f.filename)
+    parts = path.strip("/").split("/")
+    stage = _REMAKE.get(parts[2] if parts[0] == "interests" and len(parts) > 2 else parts[0])
+    if stage is None:
+        way = ("restore it from a backup of the store (entry file and .data folder), or embed "
+               "the images into a new store (--store NEW.h5)")
+    elif stage == "cache":
+        way = "rerun the command: the text cache is encoded again"
+    else:
+        way = (f"restore it from a backup of the store, or run `mdclust {stage}` again to "
+               "make it anew")
+    return (f"{entry}: the data file {gone} that holds {path} is missing (deleted, or the "
+            f"entry file was copied without its data folder); {way}")
+
+
+def check_finite(values: np.ndarray, what: str, where: str) -> np.ndarray:
+    """Refuse NaN or infinite features (damaged bytes in a store without checksums, or bad
+    input): k-means and SVD would fail deep inside, or, worse, finish on garbage."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        row = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise MdclustError(f"{what} in {where} hold non-finite values (NaN or infinity, row "
+                           f"{row}): the file is damaged or was written from bad input; "
+                           "restore it from a backup or compute it again")
+    return values
+
 
 @contextlib.contextmanager
 def _damaged(f, path: str) -> Iterator[None]:
-    """h5py reports a damaged file as OSError/KeyError/RuntimeError from deep inside; say it
-    in one line, naming the file and the group."""
+    """h5py reports a damaged file as OSError/KeyError/RuntimeError from deep inside (a failed
+    fletcher32 checksum among them); say it in one line, naming the file and the group."""
     try:
         yield
+    except MdclustError:
+        raise
     except (OSError, KeyError, RuntimeError, ValueError) as exc:
-        name = getattr(f, "filename", "the store")
+        name = sf.file_of(f, path)
         first = " ".join(str(exc).split())[:160]
-        raise MdclustError(f"cannot read {path} from {name}: {first}; the file may be damaged "
-                           "(restore a copy, or embed again into a new store)") from exc
+        raise MdclustError(f"cannot read {path} from {name}: {first}; the file is damaged "
+                           "(restore it from a backup of the store, or compute it again "
+                           "into a new store)") from exc
 
 
 class Transaction(_Snapshot):
     """Collects group replacements and deletions; applied atomically on commit."""
 
-    def __init__(self, f: h5py.File | None, data_dir: Path | None = None):
+    def __init__(self, f: h5py.File | None, data_dir: Path | None = None, store_id: str = ""):
         super().__init__(f)
         self._puts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._deletes: set[str] = set()
         self._data_dir = data_dir
+        self._store_id = store_id
+        self._entry_name, self._adopted = "", []
         self.written: list[Path] = []  # data files this commit made
         self.bytes_written = 0
+
+    def _join(self, child: "Transaction") -> None:
+        """Take a nested transaction's changes (it commits with this one)."""
+        for path in child._deletes:
+            self.delete(path)
+        for path, value in child._puts.items():
+            self._deletes.discard(path)
+            self._puts[path] = value
+        if getattr(child, "_touched", False):
+            self.touch()
 
     def put_group(self, path: str, data: dict[str, Any], attrs: dict[str, Any] | None = None,
                   provenance: bool = True) -> None:
@@ -222,8 +294,11 @@ class Transaction(_Snapshot):
     def _same(self, path: str, data: dict[str, Any], attrs: dict[str, Any]) -> bool:
         """Whether the stored group already holds exactly these datasets and attributes
         (provenance aside) and nothing below it."""
-        if not self.has(path) or not isinstance(self._f[path], h5py.Group):
-            return False
+        try:
+            if not self.has(path) or not isinstance(self._f[path], h5py.Group):
+                return False
+        except MissingDataFile:
+            return False  # replacing a group whose data file is gone is the way to repair it
         g = self._f[path]
         if set(g.keys()) != set(data):
             return False
@@ -271,6 +346,12 @@ class Transaction(_Snapshot):
         dst.attrs[SCHEMA_ATTR] = SCHEMA_VERSION
         dst.attrs["mdclust_version"] = __version__
         dst.attrs.setdefault("created", now_iso())
+        dst.attrs[sf.STORE_ID_ATTR] = self._store_id
+        dst.attrs[sf.ENTRY_ATTR] = self._entry_name
+        if self._adopted:
+            dst.attrs[sf.ADOPTED_ATTR] = _encode_attr(self._adopted)
+        elif sf.ADOPTED_ATTR in dst.attrs:
+            del dst.attrs[sf.ADOPTED_ATTR]
         for path, (data, attrs) in sorted(self._puts.items()):
             parent, _, name = path.rpartition("/")
             if _data_bytes(data) >= EXTERNAL_MIN_BYTES and self._data_dir is not None:
@@ -285,9 +366,10 @@ class Transaction(_Snapshot):
         """A new data file for the group at ``path`` and the link to it from the entry file;
         fsynced on exit, before the entry file that links to it is swapped in."""
         self._data_dir.mkdir(exist_ok=True)
-        name = f"{path.replace('/', '.')}.{uuid.uuid4().hex[:12]}.h5"
+        name = sf.data_file_name(path, self._store_id)
         file = self._data_dir / name
         with h5py.File(file, "w") as f:
+            f.attrs[sf.OWNER_ATTR] = self._store_id
             yield f, h5py.ExternalLink(f"{self._data_dir.name}/{name}", f"/{DATA_GROUP}")
         _fsync_file(file)
         self.written.append(file)
@@ -343,29 +425,23 @@ def _stored_bytes(g: h5py.Group) -> int:
     return sum(v.id.get_storage_size() for v in g.values() if isinstance(v, h5py.Dataset))
 
 
-def data_files(f: h5py.File | None) -> set[str]:
-    """The data files (names relative to the entry file's folder) an entry file links to."""
-    found: set[str] = set()
-    if f is None:
-        return found
-
-    def walk(g: h5py.Group) -> None:
-        for name in g:
-            link = g.get(name, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                found.add(link.filename)
-            elif isinstance(link, h5py.HardLink) and isinstance(g[name], h5py.Group):
-                walk(g[name])
-
-    walk(f)
-    return found
+data_files = sf.links  # the data files an entry file links to (relative to its folder)
 
 
 class Store:
     """An mdclust HDF5 store at ``path`` (created on the first write)."""
 
     def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else default_store_path()
+        path = Path(path) if path is not None else default_store_path()
+        if path.is_symlink():
+            # Write beside the target: replacing the link itself would leave the real store
+            # without the update and a regular file whose data links point nowhere.
+            target = path.resolve()
+            if not target.exists():
+                raise MdclustError(f"the store {path} is a symbolic link to {target}, which "
+                                   "does not exist; point --store at the real file")
+            path = target
+        self.path = path
 
     # -- reading -----------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -376,8 +452,20 @@ class Store:
         of an older schema in place (atomically, like every write)."""
         with self._open_read() as f:
             schema = int(f.attrs[SCHEMA_ATTR]) if f is not None else SCHEMA_VERSION
-        if schema < SCHEMA_VERSION:
-            self.upgrade()
+            gone = sf.missing(self.path, f) if f is not None else []
+            if gone:
+                message = sf.missing_message(self.path, f, gone)
+                if message:  # copied, moved or renamed without its data: say so now
+                    raise MdclustError(message)
+        if schema < SCHEMA_VERSION and self._can_write():
+            self.upgrade()  # an older store that cannot be written is read as it is
+
+    def _can_write(self) -> bool:
+        try:
+            self.check_writable()
+        except MdclustError:
+            return False
+        return True
 
     def upgrade(self) -> int:
         """Apply the migrations from the file's schema to SCHEMA_VERSION; returns steps run."""
@@ -483,12 +571,13 @@ class Store:
         which process holds it) for at most $MDCLUST_LOCK_TIMEOUT seconds (600), then exit 2.
         Re-entrant within a process, so a stage can hold it across its own transactions."""
         key = str(self.lock_path.resolve())
-        if _HELD.get(key):
-            _HELD[key] += 1
+        held = _held()
+        if held.get(key):
+            held[key] += 1
             try:
                 yield
             finally:
-                _HELD[key] -= 1
+                held[key] -= 1
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -518,11 +607,11 @@ class Store:
             fh.truncate()
             fh.write(f"{os.getpid()}\n")
             fh.flush()
-            _HELD[key] = 1
+            held[key] = 1
             try:
                 yield
             finally:
-                _HELD.pop(key, None)
+                held.pop(key, None)
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _holder(self) -> str:
@@ -536,54 +625,126 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         """Read-modify-write under an exclusive lock; the new file replaces the old atomically.
 
-        If the body raises, nothing is written.
+        If the body raises, nothing is written. A transaction opened inside another one on the
+        same file in the same thread (through this Store or another handle) joins it: its
+        changes commit with the outer one, or not at all.
         """
+        key = str(self.lock_path.resolve())
+        outer = _open_transactions().get(key)
+        if outer is not None:
+            child = Transaction(outer._f, outer._data_dir, outer._store_id)
+            yield child
+            outer._join(child)
+            self.last_commit = {"bytes_written": 0, "data_files_written": 0, "joined": True}
+            return
         with self.lock(), self._open_read() as src:
             # Under the lock no other writer is active, so any temp file is a killed commit's.
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
-            txn = Transaction(src, self.data_dir)
-            yield txn
-            if not txn.dirty and src is not None:
-                return
-            before = data_files(src)
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            sid, adopted = self._identity(src)
+            txn = Transaction(src, self.data_dir, sid)
+            txn._entry_name, txn._adopted = self.path.name, adopted
+            _open_transactions()[key] = txn
             try:
-                with h5py.File(tmp, "w") as dst:
-                    txn._write(dst)
-                    after = data_files(dst)
-                if src is not None:
-                    _copy_owner_and_mode(self.path, tmp)
-                    for file in txn.written:
-                        _copy_owner_and_mode(self.path, file)
-                _fsync_file(tmp)
-                if txn.written:
-                    _fsync_dir(self.data_dir)
-                txn.bytes_written += tmp.stat().st_size
-                os.replace(tmp, self.path)
-                _fsync_dir(self.path.parent)
-            except OSError as exc:  # disk full, file too large, I/O error: the old file stays
-                for file in txn.written:
-                    file.unlink(missing_ok=True)
-                raise MdclustError(f"cannot write the store {self.path}: "
-                                   f"{exc.strerror or ' '.join(str(exc).split())[:160]}; "
-                                   "nothing was changed") from exc
+                yield txn
             finally:
-                tmp.unlink(missing_ok=True)
-            self.last_commit = {"bytes_written": txn.bytes_written,
-                                "data_files_written": len(txn.written)}
-            self._collect(before | after)
+                _open_transactions().pop(key, None)
+            folded = _fold_appends(txn, self)
+            if txn.dirty or src is None or self._identity_changed(src, sid):
+                self._commit(src, txn)
+            journal.clear(self, folded)
 
-    def _collect(self, keep: set[str]) -> None:
-        """Remove data files that neither the new entry file nor the one it replaced links
-        to: those of replaced groups, and those a killed commit left. The replaced entry
-        file's are kept one more commit, for a reader that opened it just before the swap."""
-        if not self.data_dir.is_dir():
-            return
-        keep_names = {Path(k).name for k in keep}
-        for file in self.data_dir.glob("*.h5"):
-            if file.name not in keep_names:
+    def _identity(self, src: h5py.File | None) -> tuple[str, list[str]]:
+        if src is None:
+            return sf.new_store_id(), []
+        attrs = {k: _decode_attr(v) for k, v in src.attrs.items()}
+        if not attrs.get(sf.STORE_ID_ATTR):  # a store written before data files had owners
+            return sf.new_store_id(), sf.legacy_files(src, self.path, self.data_dir)
+        return sf.identity(self.path, attrs)
+
+    def _identity_changed(self, src: h5py.File, sid: str) -> bool:
+        """A copy that took a new id records it at its first commit, even a no-op one."""
+        attrs = src.attrs
+        return _decode_attr(attrs.get(sf.STORE_ID_ATTR, "")) != sid or \
+            _decode_attr(attrs.get(sf.ENTRY_ATTR, "")) != self.path.name
+
+    def _commit(self, src: h5py.File | None, txn: Transaction) -> None:
+        before = data_files(src)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as dst:
+                txn._write(dst)
+                after = data_files(dst)
+            if src is not None:
+                _copy_owner_and_mode(self.path, tmp)
+                for file in txn.written:
+                    _copy_owner_and_mode(self.path, file)
+            _fsync_file(tmp)
+            if txn.written:
+                _fsync_dir(self.data_dir)
+            txn.bytes_written += tmp.stat().st_size
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:  # disk full, file too large, I/O error: the old file stays
+            for file in txn.written:
                 file.unlink(missing_ok=True)
+            raise MdclustError(f"cannot write the store {self.path}: "
+                               f"{exc.strerror or ' '.join(str(exc).split())[:160]}; "
+                               "nothing was changed") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.last_commit = {"bytes_written": txn.bytes_written,
+                            "data_files_written": len(txn.written)}
+        self.last_commit["data_files_removed"] = sf.collect(
+            self.path, self.data_dir, txn._store_id, txn._adopted, before | after)
+
+
+def _held() -> dict[str, int]:
+    if not hasattr(_LOCAL, "held"):
+        _LOCAL.held = {}
+    return _LOCAL.held
+
+
+def _open_transactions() -> dict[str, Transaction]:
+    if not hasattr(_LOCAL, "open"):
+        _LOCAL.open = {}
+    return _LOCAL.open
+
+
+def _fold_appends(txn: Transaction, store: Store) -> list[Path]:
+    """Fold pending append batches (journal.append) into this commit; returns their files,
+    to delete once it is on disk. Rows whose key the group already holds are dropped."""
+    files: list[Path] = []
+    for group, (key, attrs, batches) in journal.pending_appends(store).items():
+        if group in txn._deletes:
+            continue
+        if group in txn._puts:
+            data = dict(txn._puts[group][0])
+        else:
+            try:
+                old = txn.read_group(group)
+            except MissingDataFile:
+                old = None  # a lost cache group: the batches rebuild what they hold
+            data = dict(old.data) if old is not None else {}
+        columns = {name: [np.asarray(data[name])] if name in data else [] for name in
+                   batches[0][1]}
+        seen = {str(v) for v in data.get(key, [])}
+        added = 0
+        for path, batch in batches:
+            files.append(path)
+            keep = [i for i, v in enumerate(batch[key]) if str(v) not in seen]
+            seen.update(str(batch[key][i]) for i in keep)
+            added += len(keep)
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values[keep])
+        if added:
+            merged = {}
+            for name, parts in columns.items():
+                joined = np.concatenate(parts) if parts else np.zeros(0)
+                merged[name] = [str(v) for v in joined] if joined.dtype.kind in "OUS" \
+                    else joined
+            txn.put_group(group, merged, attrs)
+    return files
 
 
 def _lock_timeout() -> float:

@@ -15,7 +15,7 @@ import numpy as np
 
 from mdclust.core import journal, layout
 from mdclust.core.encoders import BUNDLED_WEIGHTS, ModelSpec, model_spec
-from mdclust.core.errors import MdclustError
+from mdclust.core.errors import MdclustError, MissingDataFile
 from mdclust.core.features import resolve_model_key
 from mdclust.core.progress import progress_bar
 from mdclust.core.store import Store
@@ -54,16 +54,19 @@ def _group(key: str, template: str) -> str:
 
 def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TEMPLATE, *,
                   model: str | None = None, device: str = "cpu", batch_size: int = 512,
-                  show_progress: bool = False, encoder=None,
-                  stats: dict | None = None) -> np.ndarray:
+                  show_progress: bool = False, encoder=None, stats: dict | None = None,
+                  commit: bool = True) -> np.ndarray:
     """Unit text features (float32, aligned with ``texts``) for ``template.format(text)``.
 
     ``stats``, if given, receives ``encoded`` (texts newly encoded) and ``model_key``.
+    New features go to the journal as append batches; ``commit`` merges them into the store
+    now, else the caller's next transaction does (every commit folds them in).
     """
     validate_template(template)
     key = resolve_model_key(store, model)
-    kind = f"text-{key.replace('@', '_')}-{template_id(template)}"
-    cached = _cached(store, key, template, kind)
+    group = _group(key, template)
+    kind = journal.append_kind(group)
+    cached = _cached(store, group, kind)
     missing = list(dict.fromkeys(t for t in texts if t not in cached))
     if stats is not None:
         stats.update(encoded=len(missing), model_key=key)
@@ -78,35 +81,23 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
                 chunk = missing[i:i + batch_size]
                 # float16 as stored, so a result never depends on whether it came from the cache
                 vecs = encoder.encode_texts([template.format(t) for t in chunk]).astype(np.float16)
-                journal.write_batch(store, kind, text=np.array(chunk, dtype=object), vectors=vecs)
+                journal.append(store, group, "text", {"template": template, "model_key": key},
+                               text=np.array(chunk, dtype=object), vectors=vecs)
                 cached.update(zip(chunk, vecs))
                 bar.advance(task, len(chunk))
-        _merge(store, key, template, kind)
+    if commit and journal.batch_files(store, kind):  # new, or left by a killed merge
+        with store.transaction():
+            pass  # the commit folds the pending batches in
     return np.stack([np.asarray(cached[t], dtype=np.float32) for t in texts]) if len(texts) \
         else np.zeros((0, 0), dtype=np.float32)
 
 
-def _cached(store: Store, key: str, template: str, kind: str) -> dict[str, np.ndarray]:
-    g = store.read_group(_group(key, template))
+def _cached(store: Store, group: str, kind: str) -> dict[str, np.ndarray]:
+    try:
+        g = store.read_group(group)
+    except MissingDataFile:
+        g = None  # its data file is gone: a cache, so it is encoded again and replaced
     out = dict(zip(g["text"], g["vectors"])) if g else {}
     for _, batch in journal.read_batches(store, kind):
         out.update(zip((str(t) for t in batch["text"]), batch["vectors"]))
     return out
-
-
-def _merge(store: Store, key: str, template: str, kind: str) -> None:
-    with store.transaction() as txn:
-        g = txn.read_group(_group(key, template))
-        texts = list(g["text"]) if g else []
-        vecs = [g["vectors"]] if g else []
-        seen = set(texts)
-        batches = journal.read_batches(store, kind)
-        for _, batch in batches:
-            keep = [i for i, t in enumerate(batch["text"]) if str(t) not in seen]
-            seen.update(str(batch["text"][i]) for i in keep)
-            texts += [str(batch["text"][i]) for i in keep]
-            vecs.append(batch["vectors"][keep])
-        txn.put_group(_group(key, template), {"text": texts,
-                                              "vectors": np.concatenate(vecs).astype(np.float16)},
-                      {"template": template, "model_key": key})
-    journal.clear(store, [p for p, _ in batches])
