@@ -18,6 +18,7 @@ torch, open_clip and litellm are imported only when a stage needs them.
 
 __version__ = "0.1.0"
 
+from mdclust.core.checks import checked  # noqa: E402
 from mdclust.core.errors import (  # noqa: E402
     BadInput,
     MdclustError,
@@ -34,6 +35,17 @@ from mdclust.stages.filter import FilterResult, filter_nouns  # noqa: E402
 from mdclust.stages.info import InfoResult, info, models  # noqa: E402
 from mdclust.stages.report import ReportResult, report  # noqa: E402
 from mdclust.stages.train import TrainResult, train  # noqa: E402
+
+# Every stage checks its arguments against its annotations here, at the public boundary, and
+# names a bad one as the CLI does (mdclust.core.checks); these are the names that are not
+# "--" plus the parameter's name with dashes (a parameter the command lacks keeps its name).
+_FLAGS = {"images_dir": "IMAGES_DIR", "interests": "--interest", "methods": "--method",
+          "show_progress": "show_progress", "stop_after": "stop_after"}
+_API_ONLY = {"cluster": {"template": "template"}}
+(embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv, info,
+ models, report) = (checked(fn, flags={**_FLAGS, **_API_ONLY.get(fn.__name__, {})}) for fn in (
+    embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv,
+    info, models, report))
 
 __all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "cluster",
            "load_clustering", "evaluate", "export_csv", "info", "models", "report", "Store",

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mdclust.core.checks import control_character
 from mdclust.core.errors import BadInput, MissingStage
+from mdclust.core.store import check_finite
 
 IMAGES = "images"
 IMAGE_PATHS = "images/path"
@@ -66,12 +68,18 @@ def clustering(interest_name: str | None, method: str) -> str:
 # say in one line which command to run when it is missing.
 
 def validate_interest(name: str | None) -> str:
+    """The interest's name as stored (runs of whitespace folded into one space), or BadInput:
+    a group name cannot hold '/' (a path separator), NUL (HDF5 ends the name there) or a
+    leading '.'; other control characters would not survive a terminal or a CSV either."""
+    if name is not None and not isinstance(name, str):
+        raise BadInput(f"--interest must be a string, not {name!r}")
     clean = " ".join((name or "").split())
     if not clean:
         raise BadInput("--interest is required for this command")
-    if "/" in clean or clean.startswith(".") or len(clean) > 100:
-        raise BadInput(f"invalid interest name {name!r}: no '/', no leading '.', "
-                       "at most 100 characters")
+    if ("/" in clean or clean.startswith(".") or len(clean) > 100
+            or control_character(clean) is not None):
+        raise BadInput(f"invalid interest name {name!r}: no '/', no control characters, no "
+                       "leading '.', at most 100 characters")
     return clean
 
 
@@ -120,8 +128,8 @@ def read_trained(store, interest_name: str | None, method: str) -> tuple[list[st
         flag = f" --interest {interest_name}" if interest_name else ""
         raise MissingStage(f"no trained {method}{where}; run `mdclust train{flag} "
                            f"--method {method}` first")
-    return list(g["path"]), np.asarray(g["fused" if "fused" in g.data else "features"],
-                                       dtype=np.float32)
+    values = np.asarray(g["fused" if "fused" in g.data else "features"], dtype=np.float32)
+    return list(g["path"]), check_finite(values, f"trained {method} features", str(store.path))
 
 
 # What a clustering's readers need when they do not recluster: not its features (1 GB of text

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mdclust.core import layout
-from mdclust.core.errors import BadInput, MdclustError
+from mdclust.core.errors import BadInput, MdclustError, MissingDataFile
 from mdclust.core.layout import validate_interest
 from mdclust.core.store import StoreLike, as_store, now_iso
 
@@ -48,16 +48,32 @@ def default_n(k: int | None) -> int:
 
 
 def read_words_file(path: str | Path) -> list[str]:
+    """The words of a words file (UTF-8, a BOM allowed). Only a regular file is opened: a FIFO
+    would block until a writer comes, /dev/zero would never end."""
     p = Path(path)
     if not p.is_file():
-        raise MdclustError(f"words file not found: {path}")
+        what = ("a directory" if p.is_dir() else "a FIFO (named pipe)" if p.is_fifo()
+                else "a device" if p.is_char_device() or p.is_block_device()
+                else "a socket" if p.is_socket() else None)
+        if what is None:
+            raise BadInput(f"words file not found: {path}")
+        raise BadInput(f"words file {path} is {what}, not a regular file; give a regular text "
+                       "file (one word per line or comma-separated)")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise MdclustError(f"words file {path} is not UTF-8 text (byte {exc.start}); save it "
-                           "as UTF-8") from exc
+        data = p.read_bytes()
     except OSError as exc:
         raise MdclustError(f"cannot read words file {path}: {exc.strerror or exc}") from exc
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise BadInput(f"words file {path} is UTF-16 text, not UTF-8; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM: not a word
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"words file {path} is not UTF-8 text (byte {exc.start}); save it "
+                       "as UTF-8") from exc
+    if "\x00" in text:
+        raise BadInput(f"words file {path} is not text (it holds NUL bytes at byte "
+                       f"{data.index(0)}: UTF-16 without a BOM, or a binary file?); save it "
+                       "as UTF-8")
     return [w for line in text.splitlines() if not line.lstrip().startswith("#")
             for w in re.split(r"[,;\t]", line)]
 
@@ -139,8 +155,12 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
     request = {"source": kind, "model": llm or "", "n": n_req, "context": context or "",
                "file": str(Path(from_file).resolve()) if from_file else ""}
 
-    old = store.read_group(layout.candidates(interest))
-    if old is not None and not refresh and old.attrs.get("request") == request:
+    try:
+        old = store.read_group(layout.candidates(interest))
+    except MissingDataFile:
+        old = None  # its data file is gone: fetch the words again and replace the group
+    cached = old is not None and not refresh and old.attrs.get("request") == request
+    if cached:
         result = CandidateResult(interest, list(old["word"]), kind, llm or "", n_req,
                                  cached=True, short_by=int(old.attrs.get("short_by", 0)))
     else:
@@ -148,20 +168,24 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
                         retries, rounds)
         if not result.words:
             raise MdclustError(f"no candidates found for {interest!r} from {kind}")
-        attrs = {"request": request, "source": kind, "model": llm or "", "k": k,
-                 "n_requested": n_req, "n_obtained": len(result.words),
-                 "short_by": result.short_by, "context": context or "",
-                 "api_base": api_base or "", "rounds": result.rounds, "fetched": now_iso(),
-                 **result.extra}
-        with store.transaction() as txn:
-            txn.put_group(layout.candidates(interest), {"word": result.words}, attrs)
     if encode and store.children("features"):
         from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 
+        # Encoded before anything is committed, into the journal: a bad template or model, or
+        # a missing data file, fails here and leaves the store as it was.
         stats: dict = {}
         text_features(store, result.words, template or DEFAULT_TEMPLATE, model=model,
-                      show_progress=show_progress, stats=stats)
+                      show_progress=show_progress, stats=stats, commit=False)
         result.encoded, result.text_model_key = stats["encoded"], stats["model_key"]
+    # One commit: the words and their text features (folded in from the journal) together.
+    with store.transaction() as txn:
+        if not cached:
+            attrs = {"request": request, "source": kind, "model": llm or "", "k": k,
+                     "n_requested": n_req, "n_obtained": len(result.words),
+                     "short_by": result.short_by, "context": context or "",
+                     "api_base": api_base or "", "rounds": result.rounds, "fetched": now_iso(),
+                     **result.extra}
+            txn.put_group(layout.candidates(interest), {"word": result.words}, attrs)
     return result
 
 
