@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mdclust.core.errors import MdclustError
+from mdclust.core.errors import MdclustError, MissingDataFile
 
 APPEND = "append-"  # kinds of batches that any commit folds into the store (see append())
 
@@ -126,3 +126,39 @@ def pending_appends(store: Store) -> dict[str, tuple[str, dict, list[tuple[Path,
         entry = out.setdefault(meta["group"], (meta["key"], meta["attrs"], []))
         entry[2].append((path, batch))
     return out
+
+
+def fold(txn, store: Store) -> list[Path]:
+    """Fold pending append batches into the transaction ``txn`` (Store.transaction calls this
+    at every commit); returns their files, to delete once the commit is on disk. Rows whose
+    key the group already holds are dropped."""
+    files: list[Path] = []
+    for group, (key, attrs, batches) in pending_appends(store).items():
+        if txn.deleting(group):
+            continue
+        data = txn.pending(group)
+        if data is None:
+            try:
+                old = txn.read_group(group)
+            except MissingDataFile:
+                old = None  # a lost cache group: the batches rebuild what they hold
+            data = dict(old.data) if old is not None else {}
+        columns = {name: [np.asarray(data[name])] if name in data else [] for name in
+                   batches[0][1]}
+        seen = {str(v) for v in data.get(key, [])}
+        added = 0
+        for path, batch in batches:
+            files.append(path)
+            keep = [i for i, v in enumerate(batch[key]) if str(v) not in seen]
+            seen.update(str(batch[key][i]) for i in keep)
+            added += len(keep)
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values[keep])
+        if added:
+            merged = {}
+            for name, parts in columns.items():
+                joined = np.concatenate(parts)
+                merged[name] = [str(v) for v in joined] if joined.dtype.kind in "OUS" \
+                    else joined
+            txn.put_group(group, merged, attrs)
+    return files

@@ -161,7 +161,7 @@ class _Snapshot:
         file that is gone (h5py would say it is absent, and its stage would fail later)."""
         gone = sf.dangling(self._f, path)  # h5py says True for a link to a missing file
         if gone is not None:
-            raise MissingDataFile(_missing_message(self._f, path, gone), path, gone)
+            raise MissingDataFile(sf.gone_message(self._f, path, gone), path, gone)
         return self._f is not None and path in self._f
 
     def read_group(self, path: str, only: Collection[str] | None = None) -> Group | None:
@@ -205,28 +205,6 @@ class _Snapshot:
         return sf.file_of(self._f, path)
 
 
-# What to do when a group's data file is gone, by the stage that writes the group.
-_REMAKE = {"images": None, "skipped": None, "features": None, "labels": None, "views": None,
-           "candidates": "candidates", "filter": "filter", "clusterings": "cluster",
-           "train": "train", "text_features": "cache"}
-
-
-def _missing_message(f, path: str, gone: str) -> str:
-    entry = Path(f.filename)
-    parts = path.strip("/").split("/")
-    stage = _REMAKE.get(parts[2] if parts[0] == "interests" and len(parts) > 2 else parts[0])
-    if stage is None:
-        way = ("restore it from a backup of the store (entry file and .data folder), or embed "
-               "the images into a new store (--store NEW.h5)")
-    elif stage == "cache":
-        way = "rerun the command: the text cache is encoded again"
-    else:
-        way = (f"restore it from a backup of the store, or run `mdclust {stage}` again to "
-               "make it anew")
-    return (f"{entry}: the data file {gone} that holds {path} is missing (deleted, or the "
-            f"entry file was copied without its data folder); {way}")
-
-
 def check_finite(values: np.ndarray, what: str, where: str) -> np.ndarray:
     """Refuse NaN or infinite features (damaged bytes in a store without checksums, or bad
     input): k-means and SVD would fail deep inside, or, worse, finish on garbage."""
@@ -266,6 +244,14 @@ class Transaction(_Snapshot):
         self._entry_name, self._adopted = "", []
         self.written: list[Path] = []  # data files this commit made
         self.bytes_written = 0
+
+    def pending(self, path: str) -> dict[str, Any] | None:
+        """The datasets this transaction puts at ``path`` (None: it does not put it)."""
+        put = self._puts.get(path.strip("/"))
+        return dict(put[0]) if put else None
+
+    def deleting(self, path: str) -> bool:
+        return path.strip("/") in self._deletes
 
     def _join(self, child: "Transaction") -> None:
         """Take a nested transaction's changes (it commits with this one)."""
@@ -649,7 +635,7 @@ class Store:
                 yield txn
             finally:
                 _open_transactions().pop(key, None)
-            folded = _fold_appends(txn, self)
+            folded = journal.fold(txn, self)
             if txn.dirty or src is None or self._identity_changed(src, sid):
                 self._commit(src, txn)
             journal.clear(self, folded)
@@ -709,42 +695,6 @@ def _open_transactions() -> dict[str, Transaction]:
     if not hasattr(_LOCAL, "open"):
         _LOCAL.open = {}
     return _LOCAL.open
-
-
-def _fold_appends(txn: Transaction, store: Store) -> list[Path]:
-    """Fold pending append batches (journal.append) into this commit; returns their files,
-    to delete once it is on disk. Rows whose key the group already holds are dropped."""
-    files: list[Path] = []
-    for group, (key, attrs, batches) in journal.pending_appends(store).items():
-        if group in txn._deletes:
-            continue
-        if group in txn._puts:
-            data = dict(txn._puts[group][0])
-        else:
-            try:
-                old = txn.read_group(group)
-            except MissingDataFile:
-                old = None  # a lost cache group: the batches rebuild what they hold
-            data = dict(old.data) if old is not None else {}
-        columns = {name: [np.asarray(data[name])] if name in data else [] for name in
-                   batches[0][1]}
-        seen = {str(v) for v in data.get(key, [])}
-        added = 0
-        for path, batch in batches:
-            files.append(path)
-            keep = [i for i, v in enumerate(batch[key]) if str(v) not in seen]
-            seen.update(str(batch[key][i]) for i in keep)
-            added += len(keep)
-            for name, values in batch.items():
-                columns.setdefault(name, []).append(values[keep])
-        if added:
-            merged = {}
-            for name, parts in columns.items():
-                joined = np.concatenate(parts) if parts else np.zeros(0)
-                merged[name] = [str(v) for v in joined] if joined.dtype.kind in "OUS" \
-                    else joined
-            txn.put_group(group, merged, attrs)
-    return files
 
 
 def _lock_timeout() -> float:

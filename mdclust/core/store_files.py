@@ -211,3 +211,26 @@ def dangling(f: h5py.File | None, path: str) -> str | None:
         except (KeyError, OSError, RuntimeError):
             return None
     return None
+
+
+# The command that makes a group again when its data file is gone (None: only embed, into a
+# new store, since the image table and features are what every other stage is built on).
+_REMAKE = {"images": None, "skipped": None, "features": None, "labels": None, "views": None,
+           "candidates": "candidates", "filter": "filter", "clusterings": "cluster",
+           "train": "train", "text_features": "cache"}
+
+
+def gone_message(f: h5py.File, path: str, gone: str) -> str:
+    """One line for a group whose data file is missing: which file, and the way out."""
+    parts = path.strip("/").split("/")
+    stage = _REMAKE.get(parts[2] if parts[0] == "interests" and len(parts) > 2 else parts[0])
+    if stage is None:
+        way = ("restore it from a backup of the store (entry file and .data folder), or embed "
+               "the images into a new store (--store NEW.h5)")
+    elif stage == "cache":
+        way = "rerun the command: the text cache is encoded again"
+    else:
+        way = (f"restore it from a backup of the store, or run `mdclust {stage}` again to "
+               "make it anew")
+    return (f"{f.filename}: the data file {gone} that holds {path} is missing (deleted, or the "
+            f"entry file was copied without its data folder); {way}")
