@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from mdclust.core.errors import BadInput
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
+MAX_PIXELS_ENV = "MDCLUST_MAX_PIXELS"
+# A folder holding this file was written by mdclust (a report); scanning skips it.
+OWN_FOLDER_MARKER = ".mdclust-report"
+# What a store keeps beside its entry file: never part of the collection.
+STORE_FOLDER_SUFFIXES = (".h5.data", ".h5.journal", ".h5.checkpoints")
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,11 @@ def discover(root: str | os.PathLike,
     root = Path(root)
     found: list[FileEntry] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if OWN_FOLDER_MARKER in filenames:
+            dirnames[:] = []  # a report's thumbnails would come back as a second copy
+            continue
+        dirnames[:] = [d for d in dirnames
+                       if not d.startswith(".") and not d.endswith(STORE_FOLDER_SUFFIXES)]
         for name in filenames:
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
@@ -90,14 +105,61 @@ def _to_8bit(im):
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
 
 
+def max_pixels() -> int | None:
+    """The largest image (width × height) that is decoded: $MDCLUST_MAX_PIXELS, else Pillow's
+    own limit (89,478,485 unless a caller changed ``PIL.Image.MAX_IMAGE_PIXELS``); None for
+    none. Raises BadInput for a value that is not a positive whole number."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        from PIL import Image
+
+        return Image.MAX_IMAGE_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise BadInput(f"{MAX_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
+    return int(value)
+
+
+_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int | None):
+    """Pillow's decompression-bomb check at ``limit``, its warning raised instead of printed:
+    Pillow warns on stderr between the limit and twice it (which would break the CLI's
+    one-line promise) and raises only above twice it. Both mean "too large" here."""
+    from PIL import Image
+
+    with _LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _mpx(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} Mpx"
+
+
+def too_large(exc: Exception, limit: int | None) -> str:
+    """The skip reason for Pillow's decompression-bomb warning or error."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{_mpx(int(found.group(1)))}, " if found else ""
+    bound = f"the {_mpx(limit)} limit" if limit else "the limit"
+    return f"too large: {size}above {bound} (${MAX_PIXELS_ENV} sets it)"
+
+
 def load_rgb(path: str | os.PathLike):
-    """Decode fully, apply the EXIF orientation, convert to RGB. Raises ValueError with a reason."""
+    """Decode fully, apply the EXIF orientation, convert to RGB. Raises ValueError with a reason
+    (an image above ``max_pixels()`` is "too large", never decoded)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    limit = max_pixels()
     try:
         if os.path.getsize(path) == 0:
             raise ValueError("empty file")
-        with Image.open(path) as im:
+        with _pillow_limit(limit), Image.open(path) as im:
             im.load()  # force the full decode so truncation is caught here, not later
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith(("I", "F")):
@@ -107,5 +169,7 @@ def load_rgb(path: str | os.PathLike):
         raise
     except UnidentifiedImageError:
         raise ValueError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValueError(too_large(exc, limit)) from None
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"corrupt or truncated image: {exc}") from None

@@ -22,7 +22,7 @@ from mdclust.core import journal, layout
 from mdclust.core.encode_runner import DecodeDataset, encode_batches
 from mdclust.core.encoders import ModelSpec, model_spec
 from mdclust.core.errors import MdclustError
-from mdclust.core.images import FileEntry, discover, sha256_file
+from mdclust.core.images import FileEntry, discover, max_pixels, sha256_file
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.progress import progress_bar
 from mdclust.core.store import Store, Transaction
@@ -206,6 +206,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         label_table = read_labels_csv(labels, root) if labels else None
 
         problems: list[tuple[str, str]] = []
+        max_pixels()  # a bad $MDCLUST_MAX_PIXELS is one error here, not a reason per file
         entries = discover(root, problems)
         if not entries and not known.records:
             raise MdclustError(f"no image files found under {root}")

@@ -21,7 +21,6 @@ import inspect
 import logging
 import os
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from mdclust.core import errors
 from mdclust.core.encoders import CONFIG_DIR_ENV, ModelSpec, hub_offline, model_spec
 from mdclust.core.errors import BadInput, MdclustError
+from mdclust.stages import ray_connect
 
 ENGINES = ("local", "ray")
 MISSING = "the ray engine needs ray: pip install 'mdclust[ray]'"
@@ -106,31 +106,19 @@ def _connect(ray, address: str | None) -> bool:
         return False
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
+    timeout = ray_connect.connect_timeout() if address else 0.0
     try:
         if address:
-            _probe(address)
-            ray.init(address=address, **quiet)
+            ray_connect.probe(address)
+            ray_connect.bounded(lambda: ray.init(address=address, **quiet), timeout)
         else:
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                      **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MdclustError(f"cannot connect to {where}: {first[:200]}") from exc
+        raise MdclustError(f"cannot connect to {where}: {first[:300]}") from exc
     return True
-
-
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds when nothing listens at a host:port address: Ray itself retries an
-    unreachable head for minutes, printing its own lines on stderr meanwhile."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return  # "auto" and other forms: Ray's own lookup
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"nothing answers at {host}:{port} "
-                              f"({exc.strerror or type(exc).__name__})") from exc
 
 
 @dataclass(frozen=True)

@@ -160,11 +160,18 @@ def _stale(store: Store, group) -> str:
 
 
 EXPORT_BLOCK = 65_536  # rows formatted per write: bounded memory at any N
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
-               out: str | Path | TextIO | None = None, warn=None) -> str | int:
+               out: str | Path | TextIO | None = None, warn=None,
+               raw: bool = False) -> str | int:
     """A stored clustering as CSV: path,cluster (and name, when the method names them).
+
+    Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or
+    a carriage return) get a leading ``'``, as OWASP advises; fields are quoted where CSV
+    needs it, a carriage return included (docs/cli.md, "CSV rules").
 
     Parameters
     ----------
@@ -181,6 +188,8 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
     warn : callable, optional
         Called with a message when the clustering is stale (made before the images changed);
         the rows are still written, as stored.
+    raw : bool
+        Write every value as stored, without the leading ``'`` (still quoted where needed).
 
     Returns
     -------
@@ -196,16 +205,16 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
     if stale and warn is not None:
         warn(stale)
     if out is None:
-        buf = io.StringIO()
-        _write_rows(group, buf)
+        buf = io.StringIO(newline="")
+        _write_rows(group, buf, raw)
         return buf.getvalue()
     if hasattr(out, "write"):
-        return _write_rows(group, out)
+        return _write_rows(group, out, raw)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", newline="") as fh:
-            n = _write_rows(group, fh)
+            n = _write_rows(group, fh, raw)
         os.replace(tmp, out)
     except OSError as exc:
         raise MdclustError(f"cannot write {out}: {exc.strerror or exc}") from exc
@@ -214,13 +223,26 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
     return n
 
 
-def _write_rows(group, fh: TextIO) -> int:
+def _write_rows(group, fh: TextIO, raw: bool = False) -> int:
     names = group.get("cluster_name")
     paths, labels = group["path"], np.asarray(group["label"])
-    w = csv.writer(fh, lineterminator="\n")  # the file buffers; a block of rows at a time
-    w.writerow(["path", "cluster"] + (["name"] if names else []))
+    # The csv module quotes only the line terminator's characters ("\n" here): a block holding
+    # a carriage return goes through a writer that quotes the fields, or readers split rows.
+    plain = csv.writer(fh, lineterminator="\n")  # the file buffers; a block at a time
+    quoted = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+    plain.writerow(["path", "cluster"] + (["name"] if names else []))
+    if names:
+        names = list(names) if raw else [_defused(n) for n in names]
     for i in range(0, len(labels), EXPORT_BLOCK):
         part = labels[i:i + EXPORT_BLOCK].tolist()
-        cols = [paths[i:i + EXPORT_BLOCK], part] + ([[names[c] for c in part]] if names else [])
-        w.writerows(zip(*cols))
+        block = list(paths[i:i + EXPORT_BLOCK])
+        if not raw:
+            block = [_defused(p) for p in block]
+        cols = [block, part] + ([[names[c] for c in part]] if names else [])
+        text = "".join(block) + ("".join(cols[2]) if names else "")
+        (quoted if "\r" in text else plain).writerows(zip(*cols))
     return len(labels)
+
+
+def _defused(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value

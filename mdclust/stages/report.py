@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import BadInput
+from mdclust.core.errors import BadInput, MdclustError
 from mdclust.core.features import load_image_features
+from mdclust.core.images import OWN_FOLDER_MARKER, max_pixels
 from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.progress import progress_bar
@@ -63,7 +64,9 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
     store : Store or path
         The mdclust store (HDF5 file).
     out : path
-        Folder for index.html and thumbs/ (created; thumbnails already there are reused).
+        Folder for index.html and thumbs/ (created; thumbnails already there are reused), with
+        a ``.mdclust-report`` marker that `embed` skips. Not a file, and not inside the image
+        folder the store embedded (the next `embed` would take the thumbnails in).
     interests : list of str, optional
         Only these interests (and the interest-free clusterings when none is given).
     methods : list of str, optional
@@ -90,7 +93,11 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
     if thumbs < 0 or map_points < 0 or thumb_size < 8:
         raise BadInput("--thumbs and --map-points must be >= 0 and --thumb-size >= 8")
     store.validate()
+    max_pixels()  # a bad $MDCLUST_MAX_PIXELS is one error here, not a placeholder per image
     out = Path(out)
+    embedded = store.attrs(layout.IMAGES).get("root")
+    _check_out(out, Path(embedded) if embedded else None)
+    root = Path(embedded or ".")
     found = _clusterings(store, interests, methods)
     if not found:
         raise BadInput("no clusterings to show" + (" for those --interest/--method"
@@ -99,9 +106,15 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
     feats = load_image_features(store, store.attrs(found[0][2])["params"].get("model_key"))
     row_of = {p: i for i, p in enumerate(feats.paths)}
     truth = store.read_group(layout.LABELS)
-    root = Path(store.attrs(layout.IMAGES).get("root") or ".")
     thumbs_dir = out / "thumbs"
-    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        thumbs_dir.mkdir(parents=True, exist_ok=True)
+        (out / OWN_FOLDER_MARKER).write_text(
+            "Written by `mdclust report`; `mdclust embed` skips every folder holding this "
+            "file.\n", encoding="utf-8")
+    except OSError as exc:
+        raise MdclustError(f"cannot write the report into {out}: "
+                           f"{exc.strerror or exc}") from exc
     result = ReportResult(str(out), str(out / "index.html"))
     maker = _Thumbs(root, thumbs_dir, thumb_size, feats.shas, feats.paths, result)
     xy = _map_xy(feats.vectors, map_points)
@@ -123,6 +136,20 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
     result.page_bytes = len(html.encode())
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _check_out(out: Path, root: Path | None) -> None:
+    """Refuse an --out that is a file, or one inside the embedded collection: its thumbnails
+    would be taken in as images by the next `embed` (each image twice)."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file, not a folder; choose a folder for index.html "
+                       "and thumbs/")
+    if root is None:
+        return
+    images, target = root.resolve(), out.resolve()
+    if target == images or images in target.parents:
+        raise BadInput(f"--out {out} is inside the image folder {images}, whose next `embed` "
+                       "would take in the thumbnails; choose a folder outside it")
 
 
 def _clusterings(store, interests, methods) -> list[tuple[str | None, str, str]]:
