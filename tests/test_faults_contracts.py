@@ -208,6 +208,12 @@ def test_a_huge_image_is_skipped_with_a_reason_and_pillow_stays_quiet(tmp_path):
     assert bad.returncode == 2 and "MDCLUST_MAX_PIXELS must be a whole number" in \
         error_line(bad)
     assert store.read_bytes() == before
+    # a raised limit retries the files skipped as too large, though they did not change
+    res = run("embed", folder, "--model", TINY, "--pretrained", "random", "--workers", "0",
+              "--store", store, "--json", env={"MDCLUST_MAX_PIXELS": "150000000"})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["images"] == 4 and [s["path"] for s in out["skipped"]] == ["huger.png"]
 
 
 def test_report_shows_a_placeholder_for_a_huge_image_and_pillow_stays_quiet(tmp_path):

@@ -107,6 +107,8 @@ def _known_state(store: Store, key: str) -> _Known:
     if skipped:
         for p, s, m, h, r in zip(skipped["path"], skipped["size"], skipped["mtime"],
                                  skipped["sha256"], skipped["reason"]):
+            if r.startswith("too large"):
+                continue  # depends on $MDCLUST_MAX_PIXELS, which may have been raised since
             records[p] = (int(s), float(m), h, r)
             if h:
                 bad[h] = r
