@@ -48,6 +48,7 @@ def _command(fn):
         if not logging.getLogger().handlers:
             logging.getLogger().addHandler(logging.NullHandler())
         try:
+            methods.configure_threads(strict=True)  # MDCLUST_THREADS, before torch loads
             result = fn(*args, **kwargs)
             sys.stdout.flush()  # a reader gone early shows here, not at interpreter exit
             return result
@@ -483,12 +484,14 @@ def export_cmd(
     interest: Optional[str] = InterestOpt,
     method: str = typer.Option("kmeans", help="The clustering to export."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file [default: stdout]."),
+    raw: bool = typer.Option(False, "--raw", help="Write cells as stored: no leading ' before "
+                                                  "= + - @ tab CR (docs/cli.md, CSV rules)."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Write a clustering as CSV: path,cluster (and name, when the clustering has names).
     With --json: one object {method, interest, n, out, rows: [{path, cluster[, name]}]} (rows
-    empty with --out). A clustering made before the images changed is written as stored, with
-    a warning."""
+    empty with --out; values as stored, cluster an integer). A clustering made before the
+    images changed is written as stored, with a warning."""
     import csv
     import io
 
@@ -496,13 +499,14 @@ def export_cmd(
         if not quiet:
             typer.echo(f"mdclust: warning: {message}", err=True)
 
-    if as_json and out is None:
-        text = mdclust.export_csv(_store(store), interest, method=method, warn=warn)
-        rows = list(csv.DictReader(io.StringIO(text)))
+    if as_json and out is None:  # JSON is not a spreadsheet: the values as they are
+        text = mdclust.export_csv(_store(store), interest, method=method, warn=warn, raw=True)
+        rows = [{**row, "cluster": int(row["cluster"])}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
         _emit_json({"method": method, "interest": interest, "n": len(rows), "out": None,
                     "rows": rows})
         return
-    n = mdclust.export_csv(_store(store), interest, method=method, warn=warn,
+    n = mdclust.export_csv(_store(store), interest, method=method, warn=warn, raw=raw,
                            out=sys.stdout if out is None else out)
     if as_json:
         _emit_json({"method": method, "interest": interest, "n": n, "out": str(out),
@@ -545,7 +549,8 @@ def datasets_shapes(
 @app.command()
 @_command
 def report(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html and thumbs/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html and thumbs/ "
+                                                      "(outside the image folder)."),
     interest: Optional[list[str]] = typer.Option(None, "--interest", "-i", help="Only this "
                                                  "interest (repeatable) [default: all]."),
     method: Optional[list[str]] = typer.Option(None, help="Only this method (repeatable) "
@@ -563,7 +568,8 @@ def report(
                          thumb_size=thumb_size, show_progress=not (quiet or as_json))
     if res.missing_images and not as_json:
         typer.echo(f"mdclust: warning: {len(res.missing_images)} images could not be read "
-                   f"(moved or deleted? e.g. {res.missing_images[0]}); shown as placeholders",
+                   f"(moved, deleted or too large? e.g. {res.missing_images[0]}); shown as "
+                   "placeholders",
                    err=True)
     if as_json:
         _emit_json(res.to_json())

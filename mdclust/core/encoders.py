@@ -16,6 +16,9 @@ from typing import Any
 
 from mdclust.core.errors import MdclustError
 from mdclust.core.images import sha256_file
+from mdclust.core.threads import configure as configure_threads
+
+configure_threads()  # before torch loads: MDCLUST_THREADS, idle threads sleep (core/threads.py)
 
 BUILTIN_CONFIG_DIR = Path(__file__).parents[1] / "data" / "model_configs"
 # Weights that ship inside the package, used when --pretrained is not given.
@@ -271,6 +274,7 @@ class ClipEncoder:
                  offline: bool = False, progress: bool = True):
         """``offline`` (or HF_HUB_OFFLINE=1) forbids any download; ``progress`` shows
         huggingface_hub's download bars on stderr."""
+        configure_threads(strict=True)  # a bad MDCLUST_THREADS is BadInput here
         import open_clip
         import torch
 

@@ -636,7 +636,7 @@ class Store:
             finally:
                 _open_transactions().pop(key, None)
             folded = journal.fold(txn, self)
-            if txn.dirty or src is None or self._identity_changed(src, sid):
+            if txn.dirty or src is None:
                 self._commit(src, txn)
             journal.clear(self, folded)
 
@@ -647,12 +647,6 @@ class Store:
         if not attrs.get(sf.STORE_ID_ATTR):  # a store written before data files had owners
             return sf.new_store_id(), sf.legacy_files(src, self.path, self.data_dir)
         return sf.identity(self.path, attrs)
-
-    def _identity_changed(self, src: h5py.File, sid: str) -> bool:
-        """A copy that took a new id records it at its first commit, even a no-op one."""
-        attrs = src.attrs
-        return _decode_attr(attrs.get(sf.STORE_ID_ATTR, "")) != sid or \
-            _decode_attr(attrs.get(sf.ENTRY_ATTR, "")) != self.path.name
 
     def _commit(self, src: h5py.File | None, txn: Transaction) -> None:
         before = data_files(src)

@@ -23,6 +23,11 @@ import importlib
 from dataclasses import dataclass
 
 from mdclust.core.errors import BadInput
+from mdclust.core.threads import configure as configure_threads
+
+# Methods load torch, faiss and scikit-learn: their thread policy (MDCLUST_THREADS, idle
+# threads sleep) must be in the environment first. core/threads.py says why.
+configure_threads()
 
 KINDS = ("image", "zeroshot", "laic", "trained")
 
@@ -41,6 +46,7 @@ class Method:
     def load(self, what: str):
         """The object an entry's "module:attribute" field names, imported now."""
         module, _, attr = getattr(self, what).partition(":")
+        configure_threads(strict=True)  # a bad MDCLUST_THREADS is BadInput here
         return getattr(importlib.import_module(module), attr)
 
     def settings(self, **given):
