@@ -243,3 +243,33 @@ def test_a_store_of_the_previous_layout_opens_and_is_upgraded(tmp_path, monkeypa
     assert mdclust.evaluate(path, "color", method="gradnorm", runs=2).n == 10
     mdclust.cluster(path, method="kmeans", k=3)
     assert sorted(mdclust.load_clustering(path, method="kmeans").sizes) != []
+
+
+def test_a_schema_2_store_adopts_its_own_data_files_and_no_others(tmp_path):
+    """tests/data/store_v2.h5 (+ .data) was written by mdclust 0.2 (data files without owner
+    ids): embed of 8 images and a kmeans clustering, all three groups data files."""
+    import shutil
+    from pathlib import Path
+
+    import mdclust
+
+    data = Path(__file__).parent / "data"
+    path = tmp_path / "store_v2.h5"
+    shutil.copy(data / "store_v2.h5", path)
+    shutil.copytree(data / "store_v2.h5.data", tmp_path / "store_v2.h5.data")
+    legacy = sorted(p.name for p in (tmp_path / "store_v2.h5.data").glob("*.h5"))
+    assert len(legacy) == 3
+    foreign = tmp_path / "store_v2.h5.data" / "features.other.0123456789ab.h5"
+    shutil.copy(tmp_path / "store_v2.h5.data" / legacy[0], foreign)  # another store's file
+    st = Store(path)
+    st.validate()
+    attrs = st.attrs("/")
+    assert attrs[SCHEMA_ATTR] == 3 and attrs["mdclust_entry"] == "store_v2.h5"
+    assert sorted(attrs["mdclust_adopted"]) == legacy and len(attrs["mdclust_store_id"]) == 12
+    old_clustering = next(n for n in legacy if n.startswith("clusterings."))
+    mdclust.cluster(path, method="kmeans", k=3)
+    mdclust.cluster(path, method="kmeans", k=2)  # the adopted clustering file is now unlinked
+    left = {p.name for p in st.data_dir.glob("*.h5")}
+    assert old_clustering not in left and foreign.name in left
+    assert set(legacy) - {old_clustering} <= left  # images and features: still linked
+    assert mdclust.info(path).images == 8 and sorted(mdclust.load_clustering(path).sizes)

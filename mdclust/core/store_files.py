@@ -92,7 +92,7 @@ def legacy_files(f: h5py.File, entry: Path, data_dir: Path) -> list[str]:
     in its own data folder: it wrote them, and adopts them so that it can collect them."""
     out = []
     for name in links(f):
-        file = (entry.parent / name)
+        file = entry.parent / name
         if file.parent == data_dir and owner_in_name(file.name) is None:
             out.append(file.name)
     return sorted(out)
@@ -125,6 +125,7 @@ def collect(entry: Path, data_dir: Path, store_id: str, adopted: list[str],
     ``keep``: what the new entry file and the one it replaced link to (a reader that opened
     the old one just before the swap can still read its files)."""
     kept = {(entry.parent / k).resolve() for k in keep}
+    data_dir = data_dir.resolve()
     folders = {data_dir} | {p.parent for p in kept}
     doomed = []
     for folder in folders:
