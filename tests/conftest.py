@@ -10,6 +10,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MDCLUST_MODEL_CONFIGS"] = str(Path(__file__).parent / "model_configs")
 os.environ.pop("MDCLUST_STORE", None)
+# The suite is hundreds of small torch jobs in a row: one thread each is the fastest setting on
+# 2 cores (docs/benchmarks.md, "Two commands at once": the default's sleeping threads cost ~20 %
+# on small models) and keeps a second run beside this one from slowing it. tests/test_threads.py
+# clears it to test the default.
+os.environ.setdefault("MDCLUST_THREADS", "1")
 
 TINY = "mdclust-test-tiny"
 MDCLUST = str(Path(sys.executable).with_name("mdclust"))

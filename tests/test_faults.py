@@ -598,16 +598,15 @@ def filed(tmp_path, monkeypatch):
     monkeypatch.setenv("MDCLUST_DATA_FILE_MIN_BYTES", DATA_FILE_MIN)
     monkeypatch.setattr(store_mod, "EXTERNAL_MIN_BYTES", int(DATA_FILE_MIN))
     st = embedded_store(tmp_path, 12)
-    assert run("cluster", "--method", "kmeans", "--k", "2", "--store", st.path).returncode == 0
+    mdclust.cluster(st, method="kmeans", k=2)
     with h5py.File(st.path, "r") as f:
-        assert len(data_files(f)) >= 2  # images and features at least
+        assert len(data_files(f)) >= 3  # images, features, the clustering
     return st
 
 
 def commit_twice(st):
-    for k in ("3", "2"):  # each replaces the clustering's data file
-        res = run("cluster", "--method", "kmeans", "--k", k, "--store", st.path, "--quiet")
-        assert res.returncode == 0, res.stderr
+    for k in (3, 2):  # each replaces the clustering's data file (in-process: the same commit)
+        mdclust.cluster(Store(st.path), method="kmeans", k=k)
 
 
 def test_a_new_store_under_a_moved_stores_name_leaves_its_data_alone(filed, tmp_path):
@@ -875,11 +874,9 @@ def test_a_missing_clustering_input_is_named_at_once_and_its_stage_remakes_it(fi
 
     words = tmp_path / "w.txt"
     words.write_text("\n".join(f"word{i}" for i in range(20)))
-    for args in (["candidates", "--interest", "thing", "--from-file", words, "--k", "2"],
-                 ["filter", "--interest", "thing", "--k", "2"],
-                 ["cluster", "--interest", "thing", "--method", "gradnorm"]):
-        res = run(*args, "--store", filed.path, "--quiet")
-        assert res.returncode == 0, (args, res.stderr)
+    mdclust.candidates(filed, "thing", from_file=words, k=2)
+    mdclust.filter_nouns(filed, "thing", k=2)
+    mdclust.cluster(filed, "thing", method="gradnorm")
     with h5py.File(filed.path, "r") as f:
         gone = [n for n in data_files(f) if ".filter." in n]
     assert gone
