@@ -119,10 +119,10 @@ def append(store: Store, group: str, key: str, attrs: dict, **arrays: np.ndarray
 def pending_appends(store: Store) -> dict[str, tuple[str, dict, list[tuple[Path, dict]]]]:
     """group -> (key column, attributes, [(file, arrays)]) for every pending append batch."""
     out: dict[str, tuple[str, dict, list]] = {}
-    for path, batch in read_batches(store, APPEND.rstrip("-") + "-*"):
-        meta = json.loads(str(batch.pop("__meta__", "null"))) if "__meta__" in batch else None
-        if not meta:
+    for path, batch in read_batches(store, APPEND + "*"):
+        if "__meta__" not in batch:
             continue
+        meta = json.loads(str(batch.pop("__meta__")))
         entry = out.setdefault(meta["group"], (meta["key"], meta["attrs"], []))
         entry[2].append((path, batch))
     return out

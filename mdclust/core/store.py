@@ -64,7 +64,13 @@ FIXED_STRING_MAX = 512  # longer strings are stored variable-length (one would p
 # Per thread: the lock files this thread holds (nesting depth) and its open transactions. A
 # second handle on the same file in the same thread joins the open transaction instead of
 # committing beside it (which the outer commit would undo); other threads wait on the flock.
-_LOCAL = threading.local()
+class _Local(threading.local):
+    def __init__(self):
+        self.held: dict[str, int] = {}  # lock file -> nesting depth
+        self.open: dict[str, "Transaction"] = {}  # lock file -> open outermost transaction
+
+
+_LOCAL = _Local()
 StoreLike = Union["Store", str, os.PathLike, None]  # what every stage accepts as its store
 
 
@@ -557,7 +563,7 @@ class Store:
         which process holds it) for at most $MDCLUST_LOCK_TIMEOUT seconds (600), then exit 2.
         Re-entrant within a process, so a stage can hold it across its own transactions."""
         key = str(self.lock_path.resolve())
-        held = _held()
+        held = _LOCAL.held
         if held.get(key):
             held[key] += 1
             try:
@@ -616,7 +622,7 @@ class Store:
         changes commit with the outer one, or not at all.
         """
         key = str(self.lock_path.resolve())
-        outer = _open_transactions().get(key)
+        outer = _LOCAL.open.get(key)
         if outer is not None:
             child = Transaction(outer._f, outer._data_dir, outer._store_id)
             yield child
@@ -630,11 +636,11 @@ class Store:
             sid, adopted = self._identity(src)
             txn = Transaction(src, self.data_dir, sid)
             txn._entry_name, txn._adopted = self.path.name, adopted
-            _open_transactions()[key] = txn
+            _LOCAL.open[key] = txn
             try:
                 yield txn
             finally:
-                _open_transactions().pop(key, None)
+                _LOCAL.open.pop(key, None)
             folded = journal.fold(txn, self)
             if txn.dirty or src is None:
                 self._commit(src, txn)
@@ -677,18 +683,6 @@ class Store:
                             "data_files_written": len(txn.written)}
         self.last_commit["data_files_removed"] = sf.collect(
             self.path, self.data_dir, txn._store_id, txn._adopted, before | after)
-
-
-def _held() -> dict[str, int]:
-    if not hasattr(_LOCAL, "held"):
-        _LOCAL.held = {}
-    return _LOCAL.held
-
-
-def _open_transactions() -> dict[str, Transaction]:
-    if not hasattr(_LOCAL, "open"):
-        _LOCAL.open = {}
-    return _LOCAL.open
 
 
 def _lock_timeout() -> float:

@@ -172,46 +172,38 @@ def missing_message(entry: Path, f: h5py.File, gone: list[str]) -> str | None:
     return None
 
 
+def _external_link(f: h5py.File, path: str) -> h5py.ExternalLink | None:
+    """The first external link on the way to ``path`` (the group or one above it), if any."""
+    g, parts = f, path.strip("/").split("/")
+    for i, name in enumerate(parts):
+        try:
+            link = g.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                return link
+            if link is None or i == len(parts) - 1:
+                return None
+            g = g[name]
+        except (KeyError, OSError, RuntimeError, ValueError):
+            return None
+    return None
+
+
 def file_of(f: h5py.File | None, path: str) -> str:
     """The file that holds ``path``: the data file an external link on the way points to, else
     the entry file."""
     if f is None:
         return "the store"
-    g, parts = f, path.strip("/").split("/")
-    for i, name in enumerate(parts):
-        with contextlib.suppress(Exception):
-            link = g.get(name, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                return str(Path(f.filename).parent / link.filename)
-            if link is None or i == len(parts) - 1:
-                break
-            g = g[name]
-            continue
-        break
-    return f.filename
+    link = _external_link(f, path)
+    return str(Path(f.filename).parent / link.filename) if link is not None else f.filename
 
 
 def dangling(f: h5py.File | None, path: str) -> str | None:
     """The missing data file if ``path`` (or a group above it) is an external link whose file
     is gone, else None."""
-    if f is None:
+    link = _external_link(f, path) if f is not None else None
+    if link is None or (Path(f.filename).parent / link.filename).is_file():
         return None
-    g, parts = f, path.strip("/").split("/")
-    for i, name in enumerate(parts):
-        try:
-            link = g.get(name, getlink=True)
-        except (KeyError, OSError, RuntimeError):
-            return None
-        if isinstance(link, h5py.ExternalLink):
-            target = Path(f.filename).parent / link.filename
-            return None if target.is_file() else link.filename
-        if link is None or i == len(parts) - 1:
-            return None
-        try:
-            g = g[name]
-        except (KeyError, OSError, RuntimeError):
-            return None
-    return None
+    return link.filename
 
 
 # The command that makes a group again when its data file is gone (None: only embed, into a
