@@ -532,9 +532,38 @@ def datasets_shapes(
 ) -> None:
     """One to four coloured objects on a patterned background: aspects color, shape,
     background, count and texture, each a random subset of a larger vocabulary."""
-    from mdclust.datasets import generate_shapes, read_vocabulary  # public, not a stage
+    from mdclust.datasets import generate_shapes  # public, not a stage
 
-    labels = generate_shapes(out_dir, n=n, seed=seed, size=size, values=values)
+    _write_set(generate_shapes, out_dir, n, seed, size, values, as_json, quiet)
+
+
+@datasets_app.command("glyphs")
+@_command
+def datasets_glyphs(
+    out_dir: Path = typer.Argument(..., help="Folder to write the PNGs, labels.csv and "
+                                             "vocabulary.json into."),
+    n: int = typer.Option(3000, help="Number of images."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same values and images)."),
+    size: int = typer.Option(64, help="Image side in pixels."),
+    values: Optional[str] = typer.Option(
+        None, help="Values per aspect drawn from its vocabulary, e.g. 'character=10,"
+                   "typeface=all' [default: character=6,typeface=4,weight=2,slant=2,color=6,"
+                   "background=5]."),
+    store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+) -> None:
+    """One capital letter in a real font on a patterned background: aspects character,
+    typeface, weight, slant, color and background, each a random subset of a vocabulary."""
+    from mdclust.datasets import generate_glyphs  # public, not a stage
+
+    _write_set(generate_glyphs, out_dir, n, seed, size, values, as_json, quiet)
+
+
+def _write_set(generate, out_dir: Path, n: int, seed: int, size: int, values: Optional[str],
+               as_json: bool, quiet: bool) -> None:
+    """Generate a set with one world's generator and report what it holds."""
+    from mdclust.datasets import read_vocabulary
+
+    labels = generate(out_dir, n=n, seed=seed, size=size, values=values)
     vocab = read_vocabulary(out_dir)
     if as_json:
         _emit_json({"out_dir": str(out_dir), "n": n, "seed": seed, "labels": str(labels),
