@@ -43,21 +43,22 @@ sys.path.insert(0, str(ROOT))
 DEV_SEEDS = (1, 2)
 TEST_SEEDS = (101, 102, 103)
 QUICK_SEEDS = (101,)
-METHODS = ("kmeans", "zeroshot", "gradnorm", "tac", "sic", "multidproxy", "pipcdr")
-INTEREST_FREE = ("kmeans", "pipcdr")
+WORLD_NAMES = ("shapes", "glyphs")
+SOURCES = ("vocabulary", "wordnet", "llm")
+INTEREST_FREE = ("kmeans", "pipcdr", "gradnorm, pool wordnet-all")
+DRIVEN = ("zeroshot", "gradnorm", "tac", "sic", "multidproxy")
 FILTERS = ("gradnorm", "msp", "cosine")
-VARIANTS = ("gradnorm, pool wordnet-all", "gradnorm, wordnet candidates",
-            "zeroshot, wordnet candidates")
 DOCS_BEGIN, DOCS_END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
-def interest_file(aspect: str) -> Path:
-    return ROOT / "examples" / "interests" / f"{aspect}.txt"
+def interest_file(aspect: str, world: str = "shapes") -> Path:
+    """The LLM-style candidate list of an interest (examples/interests/<world>/<aspect>.txt)."""
+    return ROOT / "examples" / "interests" / world / f"{aspect}.txt"
 
 
 def word_stats(kept: list[str], candidates: list[str], present: list[str],
                vocabulary: list[str]) -> dict:
-    """How a kept list compares with the truth: present values kept, absent/unseen dropped."""
+    """How a kept list compares with the truth: present values kept, absent/other words dropped."""
     kept_set = set(kept)
     absent = [w for w in candidates if w in vocabulary and w not in present]
     unseen = [w for w in candidates if w not in vocabulary]
@@ -68,147 +69,234 @@ def word_stats(kept: list[str], candidates: list[str], present: list[str],
             "unseen_in_list": len(unseen), "unseen_dropped": sum(w not in kept_set for w in unseen)}
 
 
-def embedded_set(seed: int, n: int, workdir: Path):
-    """Set ``seed`` of ``n`` images generated and embedded with mdclust-tiny (both kept in
-    ``workdir`` and reused): its vocabulary.json and its store."""
+def aspect_words(aspect: str, vocabulary: list[str]) -> set[str]:
+    """Words "of" an aspect, to judge the interest-free pool's kept nouns: its values and
+    WordNet's hyponyms of the aspect's name (five levels)."""
+    from mdclust.core.errors import MdclustError
+    from mdclust.stages.candidates.wordnet import interest_candidates
+
+    try:
+        hypo = interest_candidates(aspect, depth=5)
+    except MdclustError:
+        hypo = []
+    return {w.lower() for w in vocabulary} | set(hypo)
+
+
+def embedded_set(seed: int, n: int, workdir: Path, world: str = "shapes"):
+    """Set ``seed`` of ``n`` images of ``world`` generated and embedded with mdclust-tiny (both
+    kept in ``workdir`` and reused): its vocabulary.json and its store."""
     from mdclust.core.store import Store
-    from mdclust.datasets import generate_shapes, read_vocabulary
+    from mdclust.datasets import WORLDS, read_vocabulary
     from mdclust.stages.embed import embed
 
-    images = workdir / f"set-{seed}-{n}"
+    mod = WORLDS[world]
+    make = mod.generate_shapes if world == "shapes" else mod.generate_glyphs
+    images = workdir / f"{world}-{seed}-{n}"
     if not (images / "vocabulary.json").is_file():
-        generate_shapes(images, n=n, seed=seed)
-    store = Store(workdir / f"set-{seed}-{n}.h5")
+        make(images, n=n, seed=seed)
+    store = Store(workdir / f"{world}-{seed}-{n}.h5")
     embed(images, store, model="mdclust-tiny", labels=images / "labels.csv")
     return read_vocabulary(images), store
 
 
-def run_set(seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
-    from mdclust.core.errors import MdclustError
-    from mdclust.datasets import ASPECTS
-    from mdclust.methods.multidproxy import config_for
+def source_words(store, aspect: str, source: str, k: int, vocabulary: list[str], world: str,
+                 workdir: Path) -> list[str]:
     from mdclust.stages.candidates import candidates
+
+    if source == "wordnet":
+        return candidates(store, aspect, source="wordnet", k=k, refresh=True).words
+    if source == "vocabulary":
+        path = workdir / f"{world}-{aspect}-vocabulary.txt"
+        path.write_text("\n".join(vocabulary) + "\n")
+    else:
+        path = interest_file(aspect, world)
+    return candidates(store, aspect, from_file=path, k=k, refresh=True).words
+
+
+def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
+    from mdclust.core.errors import MdclustError
+    from mdclust.methods.multidproxy import config_for
     from mdclust.stages.cluster import cluster
     from mdclust.stages.evaluate import evaluate
     from mdclust.stages.filter import filter_nouns
     from mdclust.stages.train import train
 
-    vocab, store = embedded_set(seed, n, workdir)
-    out: dict = {"seed": seed, "n": n, "present": {a: vocab[a]["present"] for a in ASPECTS},
+    vocab, store = embedded_set(seed, n, workdir, world)
+    out: dict = {"world": world, "seed": seed, "n": n,
+                 "present": {a: v["present"] for a, v in vocab.items()},
                  "clustering": [], "filter": [], "refined": [], "seconds": {}}
 
-    def score(aspect: str, method: str, name: str) -> None:
+    def score(aspect: str, method: str, source: str) -> None:
         cluster(store, aspect, method=method)
         ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10).to_json()
-        out["clustering"].append({"aspect": aspect, "method": name, "k": ev["k"],
+        out["clustering"].append({"aspect": aspect, "method": method, "source": source,
+                                  "k": ev["k"],
                                   **{m: ev["per_run"][m] for m in ("nmi", "ari", "acc")}})
-        log(f"  set {seed} {aspect:<10} {name:<30} NMI {ev['nmi']:.3f}")
+        log(f"  {world} {seed} {aspect:<10} {source:<10} {method:<12} NMI {ev['nmi']:.3f}")
 
-    for aspect in ASPECTS:
+    for aspect in vocab:
         t0 = time.perf_counter()
         present, vocabulary = vocab[aspect]["present"], vocab[aspect]["vocabulary"]
         k = len(present)
-        words = candidates(store, aspect, from_file=interest_file(aspect), k=k,
-                           refresh=True).words
-        for f in FILTERS:
-            kept = filter_nouns(store, aspect, method=f).selected
-            out["filter"].append({"aspect": aspect, "filter": f, "pool": "candidate list",
-                                  **word_stats(kept, words, present, vocabulary)})
-        for method in METHODS:
-            if method == "multidproxy":
-                # the defaults of `mdclust train --method multidproxy` (no flags)
-                res = train(store, aspect, method="multidproxy",
-                            config=config_for(k, restarts=mdp_restarts))
-                out["refined"].append({"aspect": aspect,
-                                       **word_stats(res.candidates, words, present, vocabulary)})
-            elif method == "pipcdr":
-                train(store, aspect, method="pipcdr", k=k)
-            score(aspect, method, method)
-        # The paper's pool: every WordNet noun (67,186), of which the model knows a few.
+        for source in SOURCES:
+            try:
+                words = source_words(store, aspect, source, k, vocabulary, world, workdir)
+            except MdclustError as exc:  # an interest WordNet does not know is a result
+                log(f"  {world} {seed} {aspect}: {source} candidates failed: {exc}")
+                continue
+            if len(words) < k:
+                log(f"  {world} {seed} {aspect}: {source} gave {len(words)} words < k={k}")
+                continue
+            for f in FILTERS:
+                kept = filter_nouns(store, aspect, method=f).selected
+                out["filter"].append({"aspect": aspect, "filter": f, "pool": source,
+                                      **word_stats(kept, words, present, vocabulary)})
+            for method in DRIVEN:
+                if method == "multidproxy":
+                    # the defaults of `mdclust train --method multidproxy` (no flags)
+                    res = train(store, aspect, method="multidproxy",
+                                config=config_for(k, restarts=mdp_restarts))
+                    out["refined"].append({"aspect": aspect, "pool": source, **word_stats(
+                        res.candidates, words, present, vocabulary)})
+                score(aspect, method, source)
+        # Interest-free: k-means, PIPCDR, and GradNorm with the paper's pool (every WordNet
+        # noun, C = 3K, beta = 5), run last so they use the last source's store groups only
+        # where they need them (PIPCDR and the pool need none).
+        score(aspect, "kmeans", "-")
+        train(store, aspect, method="pipcdr", k=k)
+        score(aspect, "pipcdr", "-")
         kept = filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k).selected
+        mine = aspect_words(aspect, vocabulary)
         out["filter"].append({"aspect": aspect, "filter": "gradnorm", "pool": "wordnet-all",
-                              **word_stats(kept, words, present, vocabulary)})
-        score(aspect, "gradnorm", VARIANTS[0])
-        # What `--source wordnet` gives for the interest's name (hyponyms, no LLM).
-        try:
-            wn = candidates(store, aspect, source="wordnet", k=k, refresh=True).words
-        except MdclustError as exc:  # an interest WordNet does not know is a result
-            log(f"  set {seed} {aspect}: --source wordnet failed: {exc}")
-            wn = []
-        if len(wn) >= k:
-            kept = filter_nouns(store, aspect, method="gradnorm").selected
-            out["filter"].append({"aspect": aspect, "filter": "gradnorm",
-                                  "pool": "wordnet candidates",
-                                  **word_stats(kept, wn, present, vocabulary)})
-            score(aspect, "gradnorm", VARIANTS[1])
-            score(aspect, "zeroshot", VARIANTS[2])
+                              **word_stats(kept, [], present, vocabulary),
+                              "of_aspect": sum(w.lower() in mine for w in kept),
+                              "kept_words": kept})
+        cluster(store, aspect, method="gradnorm")
+        ev = evaluate(store, aspect, method="gradnorm", aspect=aspect, runs=10).to_json()
+        out["clustering"].append({"aspect": aspect, "method": "gradnorm, pool wordnet-all",
+                                  "source": "-", "k": ev["k"],
+                                  **{m: ev["per_run"][m] for m in ("nmi", "ari", "acc")}})
+        log(f"  {world} {seed} {aspect:<10} pool wordnet-all gradnorm NMI {ev['nmi']:.3f}")
         out["seconds"][aspect] = round(time.perf_counter() - t0, 1)
     return out
 
 
 def summarise(sets: list[dict]) -> dict:
-    """Mean ± std over sets × k-means seeds, per aspect and method; filter and refinement sums."""
+    """Mean ± std over sets × k-means seeds, per world, aspect, source and method; filter and
+    refinement sums."""
     runs: dict = defaultdict(lambda: defaultdict(list))
     for s in sets:
         for row in s["clustering"]:
             for m in ("nmi", "ari", "acc"):
-                runs[(row["aspect"], row["method"])][m].extend(row[m])
-    clustering = {f"{a}|{meth}": {m: [float(np.mean(v)), float(np.std(v))] for m, v in d.items()}
-                  for (a, meth), d in runs.items()}
+                runs[(s["world"], row["aspect"], row["source"], row["method"])][m].extend(row[m])
+    clustering = {"|".join(key): {m: [float(np.mean(v)), float(np.std(v))] for m, v in d.items()}
+                  for key, d in runs.items()}
     words: dict = defaultdict(lambda: defaultdict(float))
     counts = ("kept", "present_kept", "present", "absent_in_list", "absent_dropped",
-              "unseen_in_list", "unseen_dropped")
+              "unseen_in_list", "unseen_dropped", "of_aspect")
     for s in sets:
-        rows = s["filter"] + [{**r, "filter": "multidproxy refinement", "pool": "candidate list"}
-                              for r in s["refined"]]
+        rows = s["filter"] + [{**r, "filter": "multidproxy refinement"} for r in s["refined"]]
         for row in rows:
-            key = f"{row['aspect']}|{row['filter']}|{row['pool']}"
+            key = f"{s['world']}|{row['aspect']}|{row['filter']}|{row['pool']}"
             for f in counts:
-                words[key][f] += row[f]
+                words[key][f] += row.get(f, 0)
     return {"clustering": clustering, "words": {k: dict(v) for k, v in words.items()}}
 
 
-def markdown(summary: dict, meta: dict) -> str:
-    from mdclust.datasets import ASPECTS
+def nmi(summary: dict, world: str, aspect: str, method: str, source: str = "-"):
+    v = summary["clustering"].get(f"{world}|{aspect}|{source}|{method}")
+    return v["nmi"][0] if v else None
 
-    methods = list(METHODS) + list(VARIANTS)
-    cl = summary["clustering"]
+
+def targets(summary: dict, worlds) -> list[tuple[str, str, bool | None]]:
+    """The issue's "done when" figures, checked on this run: (target, measured, met)."""
+    from mdclust.datasets import WORLDS
+
+    rows = []
+
+    def add(name, a, b, ok):
+        shown = "–" if a is None or b is None else f"{a:.3f} vs {b:.3f}"
+        rows.append((name, shown, None if a is None or b is None else ok(a, b)))
+
+    for w in worlds:
+        aspects = list(WORLDS[w].VOCABULARY)
+        km = {a: nmi(summary, w, a, "kmeans") for a in aspects}
+        wn = {a: nmi(summary, w, a, "gradnorm", "wordnet") for a in aspects}
+        if w == "shapes":
+            add("shapes colour: GradNorm (WordNet candidates) ≥ k-means + 0.3",
+                wn["color"], km["color"], lambda a, b: a >= b + 0.3)
+        ignored = [a for a in aspects if km[a] is not None and km[a] < 0.3
+                   and not (w == "shapes" and a == "color")]
+        best = max(ignored, key=lambda a: (wn[a] or 0) - km[a], default=None)
+        if best:
+            add(f"{w}: another aspect k-means ignores ({best}): GradNorm (WordNet) ≥ k-means"
+                " + 0.3", wn[best], km[best], lambda a, b: a >= b + 0.3)
+        for a in aspects:
+            if km[a] is not None and km[a] >= 0.6:
+                add(f"{w} {a} (k-means ≥ 0.6): GradNorm (WordNet) ≥ k-means − 0.05", wn[a],
+                    km[a], lambda x, y: x >= y - 0.05)
+        top = max((a for a in aspects if km[a] is not None), key=lambda a: km[a], default=None)
+        if top:
+            add(f"{w} {top} (k-means' own aspect): GradNorm pool wordnet-all > k-means",
+                nmi(summary, w, top, "gradnorm, pool wordnet-all"), km[top], lambda a, b: a > b)
+        if w == "shapes":
+            add("shapes colour: Multi-DProxy (WordNet candidates) ≥ k-means + 0.2",
+                nmi(summary, w, "color", "multidproxy", "wordnet"), km["color"],
+                lambda a, b: a >= b + 0.2)
+        for a in aspects:
+            add(f"{w} {a}: Multi-DProxy (LLM-style list) ≥ GradNorm (same list) − 0.05",
+                nmi(summary, w, a, "multidproxy", "llm"), nmi(summary, w, a, "gradnorm", "llm"),
+                lambda x, y: x >= y - 0.05)
+    return rows
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    from mdclust.datasets import WORLDS
+
     lines = [f"Measured {meta['date']} on {meta['machine']}; command: `{meta['command']}` "
              f"({meta['minutes']} min). Sets: seeds {', '.join(map(str, meta['seeds']))} "
-             f"({meta['split']}), {meta['n']} images each; mean ± std over sets × 10 k-means "
-             "seeds (zeroshot: one labelling per set).", "",
-             "NMI (k = values present in the set; bold: best interest-driven method):", "",
-             "| interest | " + " | ".join(methods) + " |",
-             "|---" * (len(methods) + 1) + "|"]
-    for a in ASPECTS:
-        vals = {m: cl.get(f"{a}|{m}", {}).get("nmi") for m in methods}
-        driven = [m for m in methods if m not in INTEREST_FREE and vals[m]]
-        best = max(driven, key=lambda m: vals[m][0]) if driven else None
-        cells = []
-        for m in methods:
-            v = vals[m]
-            cell = "–" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"
-            cells.append(f"**{cell}**" if m == best else cell)
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", "ARI and ACC:", "", "| interest | method | ARI | ACC |", "|---|---|---|---|"]
-    for a in ASPECTS:
-        for m in methods:
-            v = cl.get(f"{a}|{m}")
-            if v:
-                lines.append(f"| {a} | {m} | {v['ari'][0]:.3f} ± {v['ari'][1]:.3f} | "
-                             f"{v['acc'][0]:.3f} ± {v['acc'][1]:.3f} |")
-    lines += ["", "Kept words against the values present (summed over sets): recall = present "
-              "values kept; absent = vocabulary values not in the set; unseen = words the model "
-              "never trained on.", "",
-              "| interest | selection | pool | kept | precision | recall | absent dropped | "
-              "unseen dropped |", "|---|---|---|---|---|---|---|---|"]
-    for key, w in summary["words"].items():
-        a, f, pool = key.split("|")
-        prec = w["present_kept"] / w["kept"] if w["kept"] else 0.0
-        lines.append(f"| {a} | {f} | {pool} | {int(w['kept'])} | {prec:.2f} | "
-                     f"{w['present_kept'] / w['present']:.2f} | "
-                     f"{int(w['absent_dropped'])}/{int(w['absent_in_list'])} | "
-                     f"{int(w['unseen_dropped'])}/{int(w['unseen_in_list'])} |")
+             f"({meta['split']}), {meta['n']} images each, per world; mean ± std over sets × 10 "
+             "k-means seeds (zeroshot: one labelling per set). k = values present in the set.",
+             ""]
+    cols = list(INTEREST_FREE) + list(DRIVEN)
+    for w in meta["worlds"]:
+        lines += [f"**{w}**, NMI (source: where the candidates came from; bold: best "
+                  "interest-driven cell of the aspect):", "",
+                  "| interest | source | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 2) + "|"]
+        for a in WORLDS[w].VOCABULARY:
+            cells = {(src, m): summary["clustering"].get(f"{w}|{a}|{src}|{m}")
+                     for src in ("-", *SOURCES) for m in cols}
+            driven = [key for key, v in cells.items() if v and key[1] in DRIVEN]
+            best = max(driven, key=lambda key: cells[key]["nmi"][0], default=None)
+            for src in ("-", *SOURCES):
+                row = []
+                for m in cols:
+                    v = cells[(src, m)]
+                    cell = "" if v is None else f"{v['nmi'][0]:.3f} ± {v['nmi'][1]:.3f}"
+                    row.append(f"**{cell}**" if (src, m) == best else cell)
+                if any(row):
+                    lines.append(f"| {a} | {src} | " + " | ".join(row) + " |")
+        lines.append("")
+    lines += ["The issue's targets on these sets:", "", "| target | measured | met |",
+              "|---|---|---|"]
+    for name, shown, ok in targets(summary, meta["worlds"]):
+        lines.append(f"| {name} | {shown} | {'–' if ok is None else ('yes' if ok else 'no')} |")
+    lines += ["", "Kept words against the values present (summed over sets): precision and "
+              "recall against the values present; absent = vocabulary values not in the set; "
+              "other = words that are not values; of aspect (pool wordnet-all) = kept nouns "
+              "that are the aspect's values or WordNet hyponyms of its name.", "",
+              "| world | interest | selection | source | kept | precision | recall | "
+              "absent dropped | other dropped | of aspect |", "|---" * 10 + "|"]
+    for key, c in summary["words"].items():
+        w, a, f, pool = key.split("|")
+        prec = c["present_kept"] / c["kept"] if c["kept"] else 0.0
+        of = f"{c['of_aspect'] / c['kept']:.2f}" if pool == "wordnet-all" and c["kept"] else ""
+        lines.append(f"| {w} | {a} | {f} | {pool} | {int(c['kept'])} | {prec:.2f} | "
+                     f"{c['present_kept'] / c['present']:.2f} | "
+                     f"{int(c['absent_dropped'])}/{int(c['absent_in_list'])} | "
+                     f"{int(c['unseen_dropped'])}/{int(c['unseen_in_list'])} | {of} |")
+    lines += ["", "ARI and ACC: in the JSON the script writes (`--json`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +312,7 @@ def update_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one test set of 300 images")
+    ap.add_argument("--worlds", nargs="+", choices=WORLD_NAMES, default=list(WORLD_NAMES))
     ap.add_argument("--tune", action="store_true", help="dev sets only; no test figures")
     ap.add_argument("--seeds", type=int, nargs="+", help="dev seeds to run (with --tune)")
     ap.add_argument("--n", type=int, help="images per set [600; --quick 300]")
@@ -254,11 +343,15 @@ def main(argv: list[str] | None = None) -> dict:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         sets = []
-        for seed in seeds:
-            log(f"set {seed} ({split}), {n} images")
-            sets.append(run_set(seed, n, workdir, restarts, log))
+        for world in args.worlds:
+            for seed in seeds:
+                log(f"{world} set {seed} ({split}), {n} images")
+                sets.append(run_set(world, seed, n, workdir, restarts, log))
+                if args.json:  # a long run's figures survive an interruption
+                    args.json.write_text(json.dumps({"sets": sets}, indent=1) + "\n")
     cmd = "python benchmarks/quality.py" + ("".join(f" {a}" for a in (argv or sys.argv[1:])))
     meta = {"date": date.today().isoformat(), "split": split, "seeds": list(seeds), "n": n,
+            "worlds": list(args.worlds),
             "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, no GPU used",
             "command": cmd.replace(" --update-docs", ""),
             "minutes": round((time.perf_counter() - t0) / 60, 1)}

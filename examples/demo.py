@@ -3,11 +3,11 @@
 1. `mdclust datasets shapes` generates a multi-aspect set: five aspects (color, shape,
    background, count, texture), each a random subset of a larger vocabulary (vocabulary.json);
 2. `mdclust embed` encodes it with the bundled tiny CLIP (`mdclust-tiny`), with ground truth;
-3. per interest: `mdclust candidates` from examples/interests/<interest>.txt — what a user gets
-   from an LLM: the aspect's whole vocabulary plus words the model never saw, never the values
-   present (a file so that no network is needed) — then `mdclust filter` (GradNorm, MSP,
-   cosine), `mdclust train --method multidproxy`, `mdclust cluster` (kmeans, zeroshot,
-   gradnorm, tac, sic, multidproxy) and `mdclust eval --json`;
+3. per interest: `mdclust candidates` from examples/interests/shapes/<interest>.txt — what a
+   user gets from an LLM: common names, synonyms, near-misses and a few words of the wrong kind,
+   never the values present alone (a file so that no network is needed) — then `mdclust
+   filter` (GradNorm, MSP, cosine), `mdclust train --method multidproxy`, `mdclust cluster`
+   (kmeans, zeroshot, gradnorm, tac, sic, multidproxy) and `mdclust eval --json`;
 4. `mdclust info`, then one table: per interest, method, NMI, ARI, ACC, RI (k-means methods:
    mean of 10 runs, the papers' protocol). k is the number of values present, as the papers
    assume k known;
@@ -60,8 +60,8 @@ def main() -> None:
     for interest, v in vocab.items():
         k = len(v["present"])
         s = ["--store", str(STORE), "--interest", interest]
-        mdclust("candidates", *s, "--from-file", str(ROOT / "examples/interests" /
-                                                     f"{interest}.txt"), "--k", str(k))
+        words = ROOT / "examples" / "interests" / "shapes" / f"{interest}.txt"
+        mdclust("candidates", *s, "--from-file", str(words), "--k", str(k))
         for score in FILTERS:
             mdclust("filter", *s, "--method", score, "--quiet")
         mdclust("train", *s, "--method", "multidproxy", *MDP_ARGS)

@@ -1,6 +1,6 @@
 """End to end on a generated multi-aspect set with the bundled tiny CLIP:
 candidates -> filter -> cluster -> eval, through the CLI, with the candidates a user gets
-(examples/interests: each aspect's whole vocabulary plus words the model never saw)."""
+(examples/interests/shapes: LLM-style lists per aspect)."""
 
 import csv
 import hashlib
@@ -41,7 +41,7 @@ def demo(tmp_path_factory):
         str(labels), "--workers", "0", "--quiet")
     for interest in ("color", "shape"):
         cli(store, "candidates", "--interest", interest, "--from-file",
-            str(ROOT / "examples" / "interests" / f"{interest}.txt"), "--quiet")
+            str(ROOT / "examples" / "interests" / "shapes" / f"{interest}.txt"), "--quiet")
     return store
 
 

@@ -43,23 +43,54 @@ def test_docs_section_is_replaced(tmp_path):
     assert doc.read_text() == f"# B\nbefore\n{q.DOCS_BEGIN}\nnew table\n{q.DOCS_END}\nafter\n"
 
 
+def test_targets_table_checks_the_issue_figures():
+    q = load()
+    row = lambda v: {"nmi": [v, 0.0]}  # noqa: E731
+    cl = {"shapes|color|-|kmeans": row(0.2), "shapes|color|wordnet|gradnorm": row(0.6),
+          "shapes|shape|-|kmeans": row(0.7), "shapes|shape|wordnet|gradnorm": row(0.6),
+          "shapes|shape|-|gradnorm, pool wordnet-all": row(0.75),
+          "shapes|color|wordnet|multidproxy": row(0.3)}
+    rows = {name: ok for name, _, ok in q.targets({"clustering": cl}, ["shapes"])}
+    assert rows["shapes colour: GradNorm (WordNet candidates) ≥ k-means + 0.3"] is True
+    assert rows["shapes shape (k-means ≥ 0.6): GradNorm (WordNet) ≥ k-means − 0.05"] is False
+    assert rows["shapes shape (k-means' own aspect): GradNorm pool wordnet-all > k-means"] is True
+    assert rows["shapes colour: Multi-DProxy (WordNet candidates) ≥ k-means + 0.2"] is False
+    # an aspect without figures is "not measured", never "met"
+    assert rows["shapes count: Multi-DProxy (LLM-style list) ≥ GradNorm (same list) − 0.05"] \
+        is None
+
+
+def test_llm_style_lists_are_not_the_values_alone():
+    from mdclust.datasets import WORLDS
+
+    q = load()
+    for world, mod in WORLDS.items():
+        for aspect, values in mod.VOCABULARY.items():
+            lines = q.interest_file(aspect, world).read_text().splitlines()
+            words = [w for w in lines if w and not w.startswith("#")]
+            others = [w for w in words if w not in values]
+            assert len(others) >= 5 and len(words) >= len(set(words)), (world, aspect)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # --quick takes about 5 minutes on 2 cores
+@pytest.mark.timeout(1500)
 def test_quick_run_scores_every_method_on_every_aspect(tmp_path):
     q = load()
-    from mdclust.datasets import ASPECTS
+    from mdclust.datasets import WORLDS
 
-    report = q.main(["--quick", "--workdir", str(tmp_path)])
+    report = q.main(["--quick", "--n", "150", "--workdir", str(tmp_path)])
     cl = report["summary"]["clustering"]
-    for aspect in ASPECTS:
-        for method in q.METHODS:
-            nmi = cl[f"{aspect}|{method}"]["nmi"]
-            assert 0 <= nmi[0] <= 1 and nmi[1] >= 0
+    for world, mod in WORLDS.items():
+        for aspect in mod.VOCABULARY:
+            for method in q.INTEREST_FREE:
+                nmi = cl[f"{world}|{aspect}|-|{method}"]["nmi"]
+                assert 0 <= nmi[0] <= 1 and nmi[1] >= 0
+            for method in q.DRIVEN:
+                for source in ("vocabulary", "llm"):
+                    assert 0 <= cl[f"{world}|{aspect}|{source}|{method}"]["nmi"][0] <= 1
     # the interest steers: on colour, the best language-assisted method beats k-means clearly
-    best = max(cl[f"color|{m}"]["nmi"][0] for m in ("zeroshot", "gradnorm", "tac", "sic"))
-    assert best > cl["color|kmeans"]["nmi"][0] + 0.3
-    # and Multi-DProxy with its defaults follows it too (0.1's configuration did not)
-    assert cl["color|multidproxy"]["nmi"][0] > cl["color|kmeans"]["nmi"][0] + 0.3
+    best = max(cl[f"shapes|color|llm|{m}"]["nmi"][0] for m in ("zeroshot", "gradnorm", "sic"))
+    assert best > cl["shapes|color|-|kmeans"]["nmi"][0] + 0.3
     words = report["summary"]["words"]
-    assert words["color|gradnorm|candidate list"]["present"] == 6
+    assert words["shapes|color|gradnorm|llm"]["present"] == 6
     assert report["meta"]["split"] == "test" and report["meta"]["seeds"] == list(q.QUICK_SEEDS)
