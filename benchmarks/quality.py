@@ -309,6 +309,28 @@ def update_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None
     path.write_text(f"{head}{DOCS_BEGIN}\n{text}{DOCS_END}{tail}")
 
 
+def merge(paths: list[Path], docs: bool) -> dict:
+    """One report from runs made side by side (e.g. one process per world): the sets of all,
+    the commands joined, the longest run's minutes (they ran at the same time)."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    metas = [r["meta"] for r in reports]
+    if len({(m["split"], tuple(m["seeds"]), m["n"]) for m in metas}) != 1:
+        raise SystemExit("--merge: the runs differ in split, seeds or images per set")
+    sets = [s for r in reports for s in r["sets"]]
+    meta = {**metas[0], "worlds": [w for m in metas for w in m["worlds"]],
+            "command": " & ".join(m["command"] for m in metas) + "; then python "
+            "benchmarks/quality.py --merge " + " ".join(p.name for p in paths),
+            "minutes": max(m["minutes"] for m in metas)}
+    summary = summarise(sets)
+    text = markdown(summary, meta)
+    print(text)
+    if docs:
+        if meta["split"] != "test":
+            raise SystemExit("--update-docs takes test runs only")
+        update_docs(text)
+    return {"meta": meta, "summary": summary, "sets": sets}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one test set of 300 images")
@@ -322,7 +344,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--update-docs", action="store_true",
                     help="rewrite the quality section of docs/benchmarks.md")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="tables from the --json files of runs made side by side (one world "
+                    "each), no new run")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.update_docs)
     if args.tune:
         seeds = tuple(args.seeds or DEV_SEEDS)
         if set(seeds) & set(TEST_SEEDS) or args.update_docs:

@@ -355,7 +355,7 @@ def main() -> None:
     ap.add_argument("--text-steps", type=int, default=4000)
     ap.add_argument("--text-batch", type=int, default=1024)
     ap.add_argument("--text-lr", type=float, default=4e-3)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.1)
