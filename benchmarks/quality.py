@@ -309,11 +309,23 @@ def update_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None
     path.write_text(f"{head}{DOCS_BEGIN}\n{text}{DOCS_END}{tail}")
 
 
+def partial_meta(sets: list[dict], path: Path) -> dict:
+    """What a run stopped before its end still says: the sets it finished (saved after each)."""
+    seeds = [s["seed"] for s in sets]
+    return {"date": date.fromtimestamp(path.stat().st_mtime).isoformat(),
+            "split": "test" if set(seeds) <= set(TEST_SEEDS) else "dev", "seeds": seeds,
+            "n": sets[0]["n"], "worlds": sorted({s["world"] for s in sets}),
+            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, no GPU used",
+            "command": f"python benchmarks/quality.py ... --json {path.name} (stopped after "
+                       f"set {seeds[-1]})", "minutes": round(sum(sum(s["seconds"].values())
+                                                               for s in sets) / 60, 1)}
+
+
 def merge(paths: list[Path], docs: bool) -> dict:
     """One report from runs made side by side (e.g. one process per world): the sets of all,
     the commands joined, the longest run's minutes (they ran at the same time)."""
     reports = [json.loads(p.read_text()) for p in paths]
-    metas = [r["meta"] for r in reports]
+    metas = [r.get("meta") or partial_meta(r["sets"], p) for r, p in zip(reports, paths)]
     if len({(m["split"], tuple(m["seeds"]), m["n"]) for m in metas}) != 1:
         raise SystemExit("--merge: the runs differ in split, seeds or images per set")
     sets = [s for r in reports for s in r["sets"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import mdclust
 from mdclust.datasets import generate_shapes, read_vocabulary
 
-INTERESTS = Path(__file__).parent / "interests"  # candidate words, as an LLM would give them
+INTERESTS = Path(__file__).parent / "interests" / "shapes"  # candidates as an LLM gives them
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from conftest import MDCLUST
 import mdclust
 from mdclust.datasets import generate_shapes, read_vocabulary
 
-INTERESTS = Path(__file__).parents[1] / "examples" / "interests"
+INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
 
 
 @pytest.fixture(scope="module")
