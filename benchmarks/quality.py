@@ -126,13 +126,13 @@ def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log
                  "present": {a: v["present"] for a, v in vocab.items()},
                  "clustering": [], "filter": [], "refined": [], "seconds": {}}
 
-    def score(aspect: str, method: str, source: str) -> None:
+    def score(aspect: str, method: str, source: str, name: str | None = None) -> None:
         cluster(store, aspect, method=method)
         ev = evaluate(store, aspect, method=method, aspect=aspect, runs=10).to_json()
-        out["clustering"].append({"aspect": aspect, "method": method, "source": source,
+        out["clustering"].append({"aspect": aspect, "method": name or method, "source": source,
                                   "k": ev["k"],
                                   **{m: ev["per_run"][m] for m in ("nmi", "ari", "acc")}})
-        log(f"  {world} {seed} {aspect:<10} {source:<10} {method:<12} NMI {ev['nmi']:.3f}")
+        log(f"  {world} {seed} {aspect:<10} {source:<10} {name or method:<12} NMI {ev['nmi']:.3f}")
 
     for aspect in vocab:
         t0 = time.perf_counter()
@@ -171,12 +171,7 @@ def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log
                               **word_stats(kept, [], present, vocabulary),
                               "of_aspect": sum(w.lower() in mine for w in kept),
                               "kept_words": kept})
-        cluster(store, aspect, method="gradnorm")
-        ev = evaluate(store, aspect, method="gradnorm", aspect=aspect, runs=10).to_json()
-        out["clustering"].append({"aspect": aspect, "method": "gradnorm, pool wordnet-all",
-                                  "source": "-", "k": ev["k"],
-                                  **{m: ev["per_run"][m] for m in ("nmi", "ari", "acc")}})
-        log(f"  {world} {seed} {aspect:<10} pool wordnet-all gradnorm NMI {ev['nmi']:.3f}")
+        score(aspect, "gradnorm", "-", name="gradnorm, pool wordnet-all")
         out["seconds"][aspect] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -388,8 +388,6 @@ def main() -> None:
 
     prompts = distil_texts(rng, args.captions)
     texts = list(prompts)
-    log(f"distilling the text tower on {len(texts)} texts ({args.teacher}) ...")
-    targets = pca_targets(teacher_vectors(prompts, args), cfg["embed_dim"])
     # The distilled tower is cached: it depends only on the texts and the stage-1 arguments,
     # so a rerun that changes stage 2 alone does not redo stage 1.
     stage1 = {k: str(getattr(args, k)) for k in ("teacher", "gloss", "captions", "text_steps",
@@ -404,6 +402,8 @@ def main() -> None:
             p.requires_grad_(n.startswith("visual.") or n == "logit_scale")
         log(f"text tower from {cached}")
     else:
+        log(f"distilling the text tower on {len(texts)} texts ({args.teacher}) ...")
+        targets = pca_targets(teacher_vectors(prompts, args), cfg["embed_dim"])
         text_cosine = distil_text_tower(model, tokenizer, texts, targets, args, log)
         torch.save({"state": model.state_dict(), "cosine": text_cosine}, cached)
     lang = language.kind_accuracy(
