@@ -4,7 +4,10 @@ time alone, for the thread policy before and after MDCLUST_THREADS (mdclust/core
 Policies (each child gets a clean environment: no OMP_*, MKL_*, OPENBLAS_*, GOMP_*, KMP_*):
   old  MDCLUST_THREADS=off: the libraries' defaults (one thread per core, idle OpenMP threads
        spin), what every command did before;
-  new  MDCLUST_THREADS unset: the default now (one thread per core, idle threads sleep);
+  passive  OMP_WAIT_POLICY=PASSIVE: idle threads sleep at once (the default from issue #22 to
+       the demo's slowdown in issue #23: Multi-DProxy ran 2.1 times slower alone);
+  new  MDCLUST_THREADS unset: the default now (one thread per core, idle threads spin 3,000
+       turns, GOMP_SPINCOUNT, then sleep);
   one  MDCLUST_THREADS=1: one thread per command.
 
 Workload: `mdclust train --method pipcdr --k 10 --epochs 10` on 899 digits (scikit-learn's
@@ -37,7 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 N_DIGITS = 899
-POLICIES = {"old": {"MDCLUST_THREADS": "off"}, "new": {}, "one": {"MDCLUST_THREADS": "1"}}
+POLICIES = {"old": {"MDCLUST_THREADS": "off"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "new": {}, "one": {"MDCLUST_THREADS": "1"}}
 TARGET = 2.5
 # The variables that decide thread counts and waiting; the children get none but the policy's.
 THREAD_VARS = ("MDCLUST_THREADS", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "GOTO_")

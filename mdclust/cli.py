@@ -83,6 +83,26 @@ def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
+KMaxOpt = typer.Option(None, "--k-max", help="The largest k --k auto considers [default: "
+                                             "20, at most the candidates and images / 5].")
+
+
+def _k(value: str) -> int | None:
+    from mdclust.methods.kselect import parse_k
+
+    return parse_k(value)
+
+
+def _say_k(choice: dict | None, quiet: bool) -> None:
+    """The k that --k auto chose, on stderr (a given k is not news)."""
+    if choice and choice["how"] not in ("given", "stored", "trained") and not quiet:
+        from mdclust.methods.kselect import KChoice
+
+        c = KChoice(choice["k"], choice["how"], choice["k_max"],
+                    {int(a): b for a, b in choice["scores"].items()}, choice["rows"])
+        typer.echo(f"mdclust: {c.says()}", err=True)
+
+
 def _console():
     from rich.console import Console
 
@@ -202,8 +222,10 @@ def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
 def candidates(
     interest: Optional[str] = typer.Option(None, "--interest", "-i",
                                            help="The user's interest, e.g. color."),
-    k: Optional[int] = typer.Option(None, help="Number of clusters M; sets --n to 2^5 * M "
-                                              "(Multi-DProxy's 2^(E/R) * M)."),
+    k: str = typer.Option("auto", help="Number of clusters M, or auto (each later stage "
+                                      "chooses; what the images give now is said). A number "
+                                      "sets --n to 2^5 * M (Multi-DProxy's 2^(E/R) * M)."),
+    k_max: Optional[int] = KMaxOpt,
     n: Optional[int] = typer.Option(None, help="Number of candidates to ask for [default: "
                                                "2^5 * k, or 50]."),
     llm: Optional[str] = typer.Option(None, help="litellm model string: gpt-4o, "
@@ -235,7 +257,7 @@ def candidates(
 ) -> None:
     """Candidate words for an interest (LLM, WordNet or a file), stored with provenance."""
     st = _store(store)
-    res = mdclust.candidates(st, interest, k=k, n=n, llm=llm, source=source,
+    res = mdclust.candidates(st, interest, k=_k(k), k_max=k_max, n=n, llm=llm, source=source,
                              from_file=from_file, context=context, refresh=refresh,
                              api_base=api_base, timeout=timeout, retries=retries, rounds=rounds,
                              encode=encode, model=model, template=template,
@@ -252,6 +274,7 @@ def candidates(
                    + (f" [{res.model}]" if res.model else "") + f": {shown}")
         if res.encoded:
             typer.echo(f"encoded {res.encoded} new text features with {res.text_model_key}")
+    _say_k(res.k_choice, quiet)
 
 
 InterestOpt = typer.Option(None, "--interest", "-i", help="The user's interest (optional for "
@@ -267,8 +290,9 @@ def filter_cmd(
     interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
     method: str = typer.Option("gradnorm", help="gradnorm, msp (TAC) or cosine (SIC)."),
     pool: str = typer.Option("candidates", help="candidates (the interest's) or wordnet-all."),
-    k: Optional[int] = typer.Option(None, help="Clusters wanted K; sets C = N/600 or 3K "
-                                               "[default: the candidates' --k]."),
+    k: str = typer.Option("auto", help="Clusters wanted K, sets C = N/600 or 3K; auto: the "
+                                      "candidates' --k, else chosen (docs/k.md)."),
+    k_max: Optional[int] = KMaxOpt,
     clusters: Optional[int] = typer.Option(None, help="Pseudo-classes C, overriding the rule."),
     beta: int = typer.Option(5, help="Nouns kept per pseudo-class."),
     tau: float = typer.Option(12.5, help="Classifier temperature (1/0.08)."),
@@ -282,10 +306,12 @@ def filter_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases)."""
-    res = mdclust.filter_nouns(_store(store), interest, method=method, pool=pool, k=k,
+    res = mdclust.filter_nouns(_store(store), interest, method=method, pool=pool, k=_k(k),
+                               k_max=k_max,
                                clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
                                batch=batch, min_steps=min_steps, seed=seed, model=model,
                                template=template, show_progress=not (quiet or as_json))
+    _say_k(res.k_choice, quiet)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -300,8 +326,9 @@ def cluster_cmd(
     interest: Optional[str] = InterestOpt,
     method: str = typer.Option("kmeans", help="kmeans, zeroshot, gradnorm, tac, sic, "
                                               "multidproxy or pipcdr."),
-    k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
-                                               "candidates' --k]."),
+    k: str = typer.Option("auto", help="Number of clusters, or auto: the candidates' --k, "
+                                      "a trained method's own, else chosen (docs/k.md)."),
+    k_max: Optional[int] = KMaxOpt,
     seed: int = typer.Option(0, help="k-means seed."),
     spherical: bool = typer.Option(False, help="kmeans: cluster by cosine on the sphere."),
     kappa: float = typer.Option(0.006, help="gradnorm/tac/sic: text-counterpart temperature."),
@@ -312,9 +339,11 @@ def cluster_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Cluster the images for an interest with a method; stores labels, names and features."""
-    res = mdclust.cluster(_store(store), interest, method=method, k=k, seed=seed,
+    res = mdclust.cluster(_store(store), interest, method=method, k=_k(k), k_max=k_max,
+                          seed=seed,
                           model=model, spherical=spherical, kappa=kappa, backend=backend,
                           names_from=names_from)
+    _say_k(res.k_choice, quiet)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -330,8 +359,9 @@ def train_cmd(
     interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest "
                                            "(optional for pipcdr)."),
     method: str = typer.Option("multidproxy", help="multidproxy or pipcdr."),
-    k: Optional[int] = typer.Option(None, help="Number of clusters [default: the "
-                                               "candidates' --k]."),
+    k: str = typer.Option("auto", help="Number of clusters, or auto: the candidates' --k, "
+                                      "else chosen (docs/k.md)."),
+    k_max: Optional[int] = KMaxOpt,
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: 1000 multidproxy, "
                                                     "300 pipcdr]."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-2 "
@@ -402,6 +432,7 @@ def train_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Learn clustering features (Multi-DProxy, PIPCDR); resumable after an interruption."""
+    k = _k(k)
     given = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("weight_decay", wd), ("batch", batch),
         ("sigma", sigma), ("checkpoint_every", checkpoint_every)) if value is not None}
@@ -420,12 +451,13 @@ def train_cmd(
             ("reference", reference), ("restarts", restarts))
             if value is not None})
         cfg = config_for(k or 0, preset, seed=seed, **given)
-    res = mdclust.train(_store(store), interest, method=method, k=k, config=cfg,
+    res = mdclust.train(_store(store), interest, method=method, k=k, k_max=k_max, config=cfg,
                         device=device, model=model, grid=grid, grid_epochs=grid_epochs,
                         show_progress=not (quiet or as_json))
     if (res.augmentation.startswith("feature-space") or "made now" in res.augmentation) \
             and not as_json and not quiet:
         typer.echo(f"mdclust: note: views from {res.augmentation}", err=True)
+    _say_k(res.k_choice, quiet)
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
@@ -460,7 +492,8 @@ def eval_cmd(
     backend: str = BackendOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Score a clustering against ground truth: NMI, ARI, ACC, RI."""
+    """Score a clustering: NMI, ARI, ACC, RI against ground truth when there is any, and
+    stability, silhouette and interest agreement without labels."""
     try:
         res = mdclust.evaluate(_store(store), interest, method=method, aspect=aspect,
                                labels=labels, runs=runs, fail_under_nmi=fail_under_nmi,
@@ -472,10 +505,17 @@ def eval_cmd(
     if as_json:
         _emit_json(res.to_json())
     elif not quiet:
-        typer.echo(f"{res.method} on {res.aspect} ({res.n} images, k = {res.k}, "
-                   f"{res.runs} run{'s' if res.runs > 1 else ''}): " + "  ".join(
-                       f"{m.upper()} {getattr(res, m):.4f}±{getattr(res, m + '_std'):.4f}"
-                       for m in mdclust.METRICS))
+        runs = f"{res.runs} run{'s' if res.runs > 1 else ''}"
+        if res.labelled:
+            typer.echo(f"{res.method} on {res.aspect} ({res.n} images, k = {res.k}, {runs}): "
+                       + "  ".join(f"{m.upper()} {getattr(res, m):.4f}±"
+                                   f"{getattr(res, m + '_std'):.4f}" for m in mdclust.METRICS))
+        free = [(name, getattr(res, key)) for name, key in (
+            ("stability", "stability"), ("silhouette", "silhouette"),
+            ("interest agreement", "interest_agreement")) if getattr(res, key) is not None]
+        typer.echo(("without labels" if res.labelled else
+                    f"{res.method} ({res.n + res.unlabeled} images, k = {res.k}, {runs}), "
+                    "no labels") + ": " + "  ".join(f"{name} {v:.3f}" for name, v in free))
 
 
 @app.command("export")

@@ -217,8 +217,8 @@ def test_bad_input_leaves_the_store_unchanged(store, tmp_path):
                         (dict(epochs=0), "--epochs")]:
         with pytest.raises(MdclustError, match=message):
             train(store, None, method="pipcdr", config=cfg(**kw), device="cpu")
-    with pytest.raises(MdclustError, match="give --k"):
-        train(store, None, method="pipcdr", config=cfg(k=None), device="cpu")
+    with pytest.raises(MdclustError, match="--k-max must be at least 2"):
+        train(store, None, method="pipcdr", config=cfg(k=None), k_max=1, device="cpu")
     with pytest.raises(MdclustError, match="unknown augmentation"):
         embed(tmp_path / "imgs", store, model=TINY, pretrained="random", views=2,
               augment="crop,sepia")

@@ -139,12 +139,13 @@ def test_quality_gate_exit_1_with_json_from_a_real_process(demo):
     (["cluster", "--method", "zeroshot", "--k", "3"], "--interest is required"),
     (["cluster", "--method", "kmeans", "--k", "1000"], "more than the number of images"),
     (["cluster", "--method", "kmeans", "--k", "1"], "at least 2"),
-    (["cluster", "--method", "kmeans"], "give --k"),
+    (["cluster", "--method", "kmeans", "--k", "many"], "whole number or 'auto'"),
+    (["cluster", "--method", "kmeans", "--k-max", "1"], "--k-max must be at least 2"),
     (["cluster", "--method", "spectral", "--k", "3"], "unknown method"),
     (["cluster", "--interest", "mood", "--method", "gradnorm", "--k", "3"], "no filtered nouns"),
     (["filter", "--interest", "mood", "--k", "3"], "no candidates"),
     (["filter", "--interest", "color", "--method", "magic", "--k", "3"], "unknown filter"),
-    (["filter", "--interest", "color"], "give --k"),
+    (["filter", "--interest", "color", "--k-max", "100000"], "--k-max 100000 is more than"),
     (["eval", "--interest", "mood", "--method", "zeroshot"], "no zeroshot clustering"),
     (["eval", "--interest", "color", "--method", "zeroshot", "--aspect", "smell"],
      "no labels for aspect"),
@@ -167,5 +168,11 @@ def test_eval_without_any_ground_truth(tmp_path, demo):
     with Store(copy).transaction() as txn:
         txn.delete("labels")
     cli(copy, "cluster", "--method", "kmeans", "--k", "3", "--quiet")
-    r = cli(copy, "eval", "--method", "kmeans", code=2)
+    got = cli_json(copy, "eval", "--method", "kmeans")  # label-free scores only
+    assert got["nmi"] is None and got["aspect"] is None and got["per_run"] == {}
+    assert 0.5 < got["stability"] <= 1 and -1 <= got["silhouette"] <= 1
+    assert got["interest_agreement"] is None  # no interest
+    r = cli(copy, "eval", "--method", "kmeans", "--fail-under-nmi", "0.5", code=2)
+    assert "needs ground truth" in r.stderr and r.stderr.count("\n") == 1
+    r = cli(copy, "eval", "--method", "kmeans", "--aspect", "color", code=2)
     assert "no ground truth" in r.stderr

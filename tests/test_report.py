@@ -21,7 +21,8 @@ INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """300 images of seed 5 (cluster naming was chosen on seed 0): colour and shape, each
-    clustered with gradnorm, colour also with kmeans."""
+    clustered with gradnorm at the k given (--k), colour also with kmeans at the k given to
+    candidates; background's candidates without k, so its zeroshot chooses k by votes."""
     work = tmp_path_factory.mktemp("report")
     labels = generate_shapes(work / "images", n=300, seed=5)
     store = work / "s.h5"
@@ -34,6 +35,8 @@ def demo(tmp_path_factory):
         mdclust.cluster(store, interest, method="gradnorm", k=k)
     mdclust.cluster(store, "color", method="kmeans")
     mdclust.cluster(store, method="kmeans", k=4, names_from="shape")
+    mdclust.candidates(store, "background", from_file=INTERESTS / "background.txt")
+    mdclust.cluster(store, "background", method="zeroshot")
     return work, store, labels
 
 
@@ -76,9 +79,10 @@ def test_report_shows_every_clustering_with_names_counts_and_thumbnails(demo):
     out = work / "report"
     res = mdclust.report(store, out, thumbs=6)
     html = (out / "index.html").read_text()
-    assert res.clusterings == 4 and res.missing_images == []
+    assert res.clusterings == 5 and res.missing_images == []
     sections = re.findall(r'<section id="([^"]+)" class="clustering"', html)
-    assert sections == ["color-gradnorm", "color-kmeans", "shape-gradnorm", "all-kmeans"]
+    assert sections == ["background-zeroshot", "color-gradnorm", "color-kmeans",
+                        "shape-gradnorm", "all-kmeans"]
     for interest, method in (("color", "gradnorm"), ("shape", "gradnorm")):
         stored = mdclust.load_clustering(store, interest, method=method)
         part = html.split(f'id="{interest}-{method}"')[1].split("</section>")[0]
@@ -90,13 +94,134 @@ def test_report_shows_every_clustering_with_names_counts_and_thumbnails(demo):
     assert thumbs and all((out / t).is_file() and (out / t).stat().st_size > 200
                           for t in thumbs)
     assert res.thumbnails_written == len(list((out / "thumbs").iterdir()))
-    # the cross-tab of colour x shape covers every image once
-    tab = html.split('id="crosstab"')[1]
-    counts = [int(n) for n in re.findall(r"(?:>|\s)(\d+)</td>", tab)]
-    assert sum(counts) == 300
+    # each cross-tab (the three pairs of background, colour, shape) covers every image once
+    tabs = html.split('id="crosstab"')[1].split('<table class="xtab">')[1:]
+    assert len(tabs) == 3
+    for tab in tabs:
+        counts = [int(n) for n in re.findall(r"(?:>|\s)(\d+)</td>", tab.split("</table>")[0])]
+        assert sum(counts) == 300
     # a second run reuses every thumbnail
     again = mdclust.report(store, out, thumbs=6)
     assert again.thumbnails_written == 0 and again.thumbnails_reused == res.thumbnails_written
+
+
+def section_of(html: str, anchor: str) -> str:
+    return html.split(f'<section id="{anchor}"')[1].split("</section>")[0]
+
+
+def free_scores(html: str, anchor: str) -> dict[str, str]:
+    """The label-free scores a clustering's card shows, as printed."""
+    return dict(re.findall(r'<td data-score="(\w+)"[^>]*>([^<]*)</td>',
+                           section_of(html, anchor)))
+
+
+def test_cards_draw_the_k_curve_where_k_was_chosen_and_say_how_elsewhere(demo):
+    from mdclust.core import layout
+
+    work, store, _ = demo
+    out = work / "kcurve"
+    mdclust.report(store, out, thumbs=1)
+    html = (out / "index.html").read_text()
+    choice = mdclust.Store(store).attrs("interests/background/clusterings/zeroshot")[
+        "params"]["k_choice"]
+    assert choice["how"] == "votes" and len(choice["scores"]) >= 3
+    part = section_of(html, "background-zeroshot")
+    svg = re.findall(r'<svg class="kcurve" data-k="(\d+)".*?</svg>', part, re.S)
+    assert [int(k) for k in svg] == [choice["k"]]
+    curve = part.split('<svg class="kcurve"')[1].split("</svg>")[0]
+    points = re.findall(r'<circle[^>]* data-k="(\d+)"><title>k = \d+: ([-\d.]+)</title>', curve)
+    assert [(int(k), float(v)) for k, v in points] == [
+        (int(k), round(v, 3)) for k, v in sorted(choice["scores"].items(), key=lambda t: int(t[0]))]
+    polyline = re.search(r'<polyline points="([^"]+)"', curve).group(1).split()
+    assert len(polyline) == len(choice["scores"])
+    assert re.findall(r'<circle[^>]*class="chosen" data-k="(\d+)"', curve) == [str(choice["k"])]
+    assert f'>k = {choice["k"]}</text>' in curve
+    assert "chosen by the images&#39; votes over the interest&#39;s words" in part
+    # k given (here, or to candidates; the CLI test above reclusters colour without --k):
+    # the caption only
+    words = {"given": "given (--k)", "stored": "given to candidates"}
+    for interest, method in (("color", "gradnorm"), ("color", "kmeans"), (None, "kmeans")):
+        stored = mdclust.Store(store).attrs(layout.clustering(interest, method))["params"]
+        part = section_of(html, f"{interest or 'all'}-{method}")
+        assert stored["k_choice"]["how"] in words and 'class="kcurve"' not in part
+        assert f'k = {stored["k"]}, {words[stored["k_choice"]["how"]]}.</p>' in part
+
+
+def test_k_curve_puts_the_best_score_highest_and_handles_stores_without_a_choice():
+    from mdclust.stages.report import KCURVE_PAD, KCURVE_SIZE, k_curve
+
+    c = k_curve({"k": 3, "how": "silhouette", "k_max": 4, "rows": 50,
+                 "scores": {"4": 0.3, "2": 0.1, "3": 0.5}}, 3)
+    (width, height), (left, right, top, bottom) = KCURVE_SIZE, KCURVE_PAD
+    # k from the left edge to the right, the best score at the top, the worst at the bottom
+    assert [(p["k"], p["x"], p["y"], p["chosen"]) for p in c["points"]] == [
+        (2, left, height - bottom, False),
+        (3, (left + width - right) / 2, top, True),
+        (4, width - right, (top + height - bottom) / 2, False)]
+    assert c["mark"]["x"] == c["points"][1]["x"] and (c["lo"], c["hi"]) == (0.1, 0.5)
+    assert c["caption"].startswith("k = 3, chosen by the silhouette of k-means on the features")
+    old = k_curve(None, 5)  # a clustering stored before k could be chosen
+    assert old["points"] == [] and old["caption"].startswith("k = 5, how k was chosen is not")
+    trained = k_curve({"k": 7, "how": "trained", "scores": {}}, 7)
+    assert trained["points"] == [] and trained["caption"] == "k = 7, the trained method's own k"
+
+
+def test_cards_show_the_label_free_scores_label_free_computes(demo):
+    from mdclust.core import layout
+    from mdclust.core.features import clustering_features, load_image_features
+    from mdclust.methods.baselines import kmeans
+    from mdclust.stages import label_free
+
+    work, store, _ = demo
+    out = work / "free"
+    mdclust.report(store, out, thumbs=1)
+    html = (out / "index.html").read_text()
+    st = mdclust.Store(store)
+    E = None
+    for interest, method in (("background", "zeroshot"), ("color", "gradnorm"),
+                             ("color", "kmeans"), ("shape", "gradnorm"), (None, "kmeans")):
+        g = st.read_group(layout.clustering(interest, method))
+        if E is None:
+            E = load_image_features(st, g.attrs["params"]["model_key"])
+            assert E.paths == list(g["path"])
+        X = clustering_features(st, g)
+        # 300 images: the report's stability sample is every row
+        runs = None if X is None else [kmeans(X, g.attrs["params"]["k"], seed=s)
+                                       for s in range(3)]
+        want = label_free.scores(st, g, E.vectors, X, runs)
+        shown = free_scores(html, f"{interest or 'all'}-{method}")
+        for name in ("stability", "silhouette", "interest_agreement"):
+            expect = "—" if want[name] is None else f"{want[name]:.3f}"
+            assert shown[name] == expect, (interest, method, name, shown, want)
+    assert "stability over 3 runs" in html and 'data-score="stability" title="' in html
+    # None where a score does not apply: no features to rerun, no interest
+    assert free_scores(html, "background-zeroshot")["stability"] == "—"
+    assert free_scores(html, "all-kmeans")["interest_agreement"] == "—"
+    # gradnorm follows colour, k-means on the image features mostly does not
+    assert float(free_scores(html, "color-gradnorm")["interest_agreement"]) > float(
+        free_scores(html, "color-kmeans")["interest_agreement"]) + 0.3
+
+
+def test_stale_or_missing_inputs_show_dashes_not_a_failure(demo, tmp_path):
+    from mdclust.core import layout
+    from mdclust.core.store import Store
+
+    _, store, _ = demo
+    copy = tmp_path / "s.h5"
+    shutil.copy(store, copy)
+    if Path(str(store) + ".data").exists():
+        shutil.copytree(Path(str(store) + ".data"), Path(str(copy) + ".data"))
+    st = Store(copy)
+    path = layout.clustering("color", "gradnorm")
+    with st.transaction() as txn:  # as if made before the images changed: one path differs
+        g = txn.read_group(path)
+        paths = list(g["path"])
+        txn.put_group(path, {**g.data, "path": ["gone.png"] + paths[1:]}, g.attrs)
+    res = mdclust.report(copy, tmp_path / "r", thumbs=1)
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert res.clusterings == 5
+    assert set(free_scores(html, "color-gradnorm").values()) == {"—"}
+    assert "—" not in free_scores(html, "shape-gradnorm").values()
 
 
 def test_moved_images_become_placeholders_with_a_warning(demo, tmp_path):
@@ -146,11 +271,17 @@ def test_the_page_loads_in_chromium_without_errors_and_its_images_decode(demo):
     assert result["images"] > 20 and result["undecoded"] == 0 and result["errors"] == []
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console
+    # the k curve as the browser built it: one point per k tried
+    scores = mdclust.Store(store).attrs("interests/background/clusterings/zeroshot")[
+        "params"]["k_choice"]["scores"]
+    curves = re.findall(r'<svg class="kcurve"[^>]*>(.*?)</svg>', done.stdout, re.S)
+    assert len(curves) == 1 and curves[0].count("<circle") == len(scores)
 
 
 def test_report_refuses_bad_input_in_one_line(demo, tmp_path):
     _, store, _ = demo
-    with pytest.raises(mdclust.BadInput, match="no interest 'mood' in the store; it has color"):
+    with pytest.raises(mdclust.BadInput,
+                       match="no interest 'mood' in the store; it has background, color, shape"):
         mdclust.report(store, tmp_path / "r", interests=["mood"])
     empty = tmp_path / "e.h5"
     mdclust.Store(empty)

@@ -99,19 +99,6 @@ def candidates_k(store, interest_name: str | None) -> int | None:
     return store.attrs(candidates(interest_name)).get("k") if interest_name else None
 
 
-def resolve_k(store, interest_name: str | None, k: int | None, n: int) -> int:
-    """``k`` as given, else the interest's candidates' k; checked against the images."""
-    if k is None:
-        k = candidates_k(store, interest_name)
-    if k is None:
-        raise BadInput("give --k, the number of clusters")
-    if k < 2:
-        raise BadInput("--k must be at least 2")
-    if k > n:
-        raise BadInput(f"--k {k} is more than the number of images ({n})")
-    return int(k)
-
-
 def read_filtered(store, interest_name: str, score: str):
     g = store.read_group(filtered(interest_name, score))
     if g is None or not g["noun"]:

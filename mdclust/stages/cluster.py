@@ -17,6 +17,8 @@ from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
 from mdclust.methods import gradnorm as gn
 from mdclust.methods.baselines import backend_for, kmeans, name_clusters, zero_shot
+from mdclust.methods.kselect import KChoice
+from mdclust.stages import kchoice
 
 
 @dataclass
@@ -35,10 +37,11 @@ class ClusterResult:
     seconds: float = 0.0
     paths: list[str] = field(default_factory=list, repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), repr=False)
+    k_choice: dict | None = None  # how k was chosen, with the score of every k tried
 
     def to_json(self, rows: bool = False) -> dict:
         d = {"interest": self.interest, "method": self.method, "k": self.k, "n": self.n,
-             "sizes": self.sizes, "seconds": self.seconds}
+             "sizes": self.sizes, "seconds": self.seconds, "k_choice": self.k_choice}
         if self.names:
             d["names"] = self.names
         if rows:
@@ -104,7 +107,8 @@ BY_KIND = {"image": _image, "trained": _trained, "zeroshot": _zeroshot, "laic": 
 
 
 def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
-            k: int | None = None, seed: int = 0, model: str | None = None,
+            k: int | None = None, k_max: int | None = None, seed: int = 0,
+            model: str | None = None,
             spherical: bool = False, kappa: float = gn.KAPPA,
             template: str = DEFAULT_TEMPLATE, backend: str = "auto",
             names_from: str | None = None) -> ClusterResult:
@@ -119,7 +123,12 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     method : str
         kmeans, zeroshot, gradnorm, tac, sic, multidproxy or pipcdr (mdclust.methods.METHODS).
     k : int, optional
-        Number of clusters; default the k given to `candidates` for the interest.
+        Number of clusters; default the k given to `candidates` for the interest, else chosen
+        (docs/k.md): a trained method's own k; kmeans by the silhouette of k-means on the
+        image features; zeroshot, gradnorm, tac and sic by the images' votes over the
+        interest's candidates.
+    k_max : int, optional
+        The largest k the choice considers; default what the candidates and images allow.
     seed : int
         k-means seed.
     model : str, optional
@@ -157,7 +166,8 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
-    k = layout.resolve_k(store, interest, k, n)
+    choice = _choose_k(store, m, interest, feats, k, k_max, seed)
+    k = choice.k
     named_by = None
     if names_from is not None:  # read now: a missing interest fails before any work
         names_from = validate_interest(names_from)
@@ -178,13 +188,38 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     if names:
         extra["cluster_name"] = names
     params = {"k": k, "seed": seed, "model_key": feats.key, "interest": interest,
-              "backend": backend_for(backend, n), **params}
+              "backend": backend_for(backend, n), "k_choice": choice.to_json(), **params}
     with store.transaction() as txn:
         txn.put_group(layout.clustering(interest, method),
                       {"path": feats.paths, **extra, "label": labels},
                       {"method": method, "params": params})
     return ClusterResult(interest, method, k, n, np.bincount(labels).tolist(), names,
-                         round(time.perf_counter() - t0, 3), list(feats.paths), labels)
+                         round(time.perf_counter() - t0, 3), list(feats.paths), labels,
+                         choice.to_json())
+
+
+def _choose_k(store, m: Method, interest, feats, k, k_max, seed) -> KChoice:
+    """The given k, else: a trained method's own; interest-free kmeans by silhouette on the
+    image features; interest-driven by the images' votes over the interest's words (its
+    candidates; for a filter run on the wordnet-all pool without candidates, the kept nouns)."""
+    n = len(feats.paths)
+    if m.kind == "trained":
+        if k is not None:
+            return KChoice(kchoice.given(store, interest, k, n).k, "given")
+        g = store.attrs(layout.trained(interest, m.name))
+        if not g:
+            layout.read_trained(store, interest, m.name)  # raises the one-line MissingStage
+        trained_k = int(g["params"]["k"])
+        how = g["params"].get("k_choice") or {}
+        return KChoice(trained_k, "trained", how.get("k_max", 0),
+                       {int(a): b for a, b in how.get("scores", {}).items()}, how.get("rows", 0))
+    if m.kind == "image":
+        return kchoice.for_features(store, interest, k, feats.vectors, k_max=k_max, seed=seed)
+    words = None
+    if m.kind == "laic" and store.read_group(layout.candidates(interest)) is None:
+        words = list(layout.read_filtered(store, interest, m.filter_score)["noun"])
+    return kchoice.for_interest(store, interest, k, n, feats.vectors, feats.key, k_max=k_max,
+                                words=words, seed=seed)
 
 
 def read_clustering(store: Store, interest: str | None, method: str,

@@ -17,13 +17,14 @@ from typing import TextIO
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import BadInput, MdclustError, QualityGateFailed
-from mdclust.core.features import clustering_features
+from mdclust.core.errors import BadInput, MdclustError, QualityGateFailed, StaleResult
+from mdclust.core.features import clustering_features, load_image_features
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.methods.baselines import kmeans
+from mdclust.stages import label_free
 from mdclust.stages.cluster import read_clustering
 
 METRICS = ("nmi", "ari", "acc", "ri")
@@ -32,39 +33,55 @@ METRICS = ("nmi", "ari", "acc", "ri")
 @dataclass
 class EvalResult:
     """Mean and standard deviation of each metric over the runs, and every run's figure
-    (``per_run["nmi"][s]`` is k-means seed s)."""
+    (``per_run["nmi"][s]`` is k-means seed s); the labelled figures are None when the store
+    has no ground truth. The label-free scores (stages/label_free.py) are always there:
+    ``stability`` (mean pairwise NMI of the runs; ``stability_ari`` likewise), ``silhouette``
+    and ``interest_agreement`` (None where they do not apply)."""
 
     interest: str | None
     method: str
-    aspect: str
+    aspect: str | None
     k: int
     n: int
     unlabeled: int
     runs: int
     classes: int
-    nmi: float = 0.0
-    nmi_std: float = 0.0
-    ari: float = 0.0
-    ari_std: float = 0.0
-    acc: float = 0.0
-    acc_std: float = 0.0
-    ri: float = 0.0
-    ri_std: float = 0.0
+    nmi: float | None = None
+    nmi_std: float | None = None
+    ari: float | None = None
+    ari_std: float | None = None
+    acc: float | None = None
+    acc_std: float | None = None
+    ri: float | None = None
+    ri_std: float | None = None
     per_run: dict[str, list[float]] = field(default_factory=dict)
+    stability: float | None = None
+    stability_ari: float | None = None
+    silhouette: float | None = None
+    interest_agreement: float | None = None
+    k_choice: dict | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.nmi is not None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def _truth(store: Store, aspect: str | None, interest: str | None,
-           labels_csv: str | Path | None) -> tuple[str, dict[str, str]]:
+           labels_csv: str | Path | None) -> tuple[str | None, dict[str, str] | None]:
+    """(aspect, path -> value); (None, None) when the store has no labels and none are given."""
     if labels_csv:
         root = store.attrs(layout.IMAGES).get("root")
         table = read_labels_csv(labels_csv, Path(root) if root else None)
     else:
         g = store.read_group(layout.LABELS)
         if g is None:
-            raise MdclustError("no ground truth: pass --labels CSV, or embed with --labels")
+            if aspect is not None:
+                raise MdclustError("no ground truth for --aspect: pass --labels CSV, or "
+                                   "embed with --labels")
+            return None, None
         table = {a: dict(zip(g["path"], g[a])) for a in g.attrs.get("aspects", [])}
     aspects = list(table)
     if aspect is None:
@@ -83,7 +100,8 @@ def _truth(store: Store, aspect: str | None, interest: str | None,
 def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
              aspect: str | None = None, labels: str | Path | None = None, runs: int = 10,
              fail_under_nmi: float | None = None, backend: str = "auto") -> EvalResult:
-    """Score a clustering against ground truth: NMI, ARI, ACC, RI.
+    """Score a clustering: against ground truth (NMI, ARI, ACC, RI) when there is any, and
+    always without labels (stability, silhouette, interest agreement; docs/k.md).
 
     Parameters
     ----------
@@ -98,9 +116,10 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     labels : path, optional
         Ground-truth CSV (path, aspects...) instead of the stored labels.
     runs : int
-        k-means runs (seeds 0..runs-1) on the method's features; mean and std are reported.
+        k-means runs (seeds 0..runs-1) on the method's features; mean and std are reported,
+        and their agreement is the stability.
     fail_under_nmi : float, optional
-        Raise QualityGateFailed when the mean NMI is below this (a CI gate).
+        Raise QualityGateFailed when the mean NMI is below this (a CI gate; needs labels).
     backend : str
         k-means implementation: auto (faiss from 20,000 images, else scikit-learn), sklearn
         or faiss.
@@ -122,29 +141,48 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     store.validate()
     group = read_clustering(store, interest, method)
     aspect, truth = _truth(store, aspect, interest, labels)
+    if truth is None and fail_under_nmi is not None:
+        raise BadInput("--fail-under-nmi needs ground truth: pass --labels CSV, or embed "
+                       "with --labels")
     paths = list(group["path"])
-    rows = [i for i, p in enumerate(paths) if truth.get(p, "")]
-    if not rows:
+    rows = [i for i, p in enumerate(paths) if truth.get(p, "")] if truth is not None else []
+    if truth is not None and not rows:
         raise MdclustError(f"none of the clustered images has a {aspect!r} label")
-    t = [truth[paths[i]] for i in rows]
-    k = int(group.attrs["params"]["k"])
+    params = group.attrs["params"]
+    k = int(params["k"])
     X = clustering_features(store, group)
-    if X is None:
-        per_run = [scores(t, np.asarray(group["label"])[rows])]
-    else:
-        per_run = [scores(t, kmeans(X, k, seed=s, backend=backend)[rows])
-                   for s in range(runs)]
+    stored = np.asarray(group["label"])
+    all_runs = [stored] if X is None else [kmeans(X, k, seed=s, backend=backend)
+                                           for s in range(runs)]
+    t = [truth[paths[i]] for i in rows]
     out = EvalResult(interest, method, aspect, k, len(rows), len(paths) - len(rows),
-                     len(per_run), len(set(t)))
-    for m in METRICS:
-        vals = np.array([r[m] for r in per_run])
-        setattr(out, m, round(float(vals.mean()), 6))
-        setattr(out, f"{m}_std", round(float(vals.std()), 6))
-    out.per_run = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
+                     len(all_runs), len(set(t)), k_choice=params.get("k_choice"))
+    if truth is not None:
+        per_run = [scores(t, labs[rows]) for labs in all_runs]
+        for m in METRICS:
+            vals = np.array([r[m] for r in per_run])
+            setattr(out, m, round(float(vals.mean()), 6))
+            setattr(out, f"{m}_std", round(float(vals.std()), 6))
+        out.per_run = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
+    feats = load_image_features(store, params["model_key"])
+    E = feats.vectors if feats.paths == paths else _aligned(feats, paths)
+    free = label_free.scores(store, group, E, X, all_runs if X is not None else None)
+    for name, value in free.items():
+        setattr(out, name, value)
     if fail_under_nmi is not None and out.nmi < fail_under_nmi:
         raise QualityGateFailed(f"NMI {out.nmi:.4f} of {method} on {aspect} is below "
                                 f"--fail-under-nmi {fail_under_nmi}", details=out.to_json())
     return out
+
+
+def _aligned(feats, paths: list[str]) -> np.ndarray:
+    """Image features in a clustering's row order (a clustering made before images changed)."""
+    row_of = {p: i for i, p in enumerate(feats.paths)}
+    missing = [p for p in paths if p not in row_of]
+    if missing:
+        raise StaleResult("the images changed since this clustering was made; "
+                          "run `mdclust cluster` again")
+    return feats.vectors[[row_of[p] for p in paths]]
 
 
 def _stale(store: Store, group) -> str:

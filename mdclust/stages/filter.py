@@ -18,6 +18,7 @@ from mdclust.core.store import StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import FILTER_TO_METHOD
 from mdclust.methods import gradnorm as gn
+from mdclust.stages import kchoice
 
 POOLS = ("candidates", "wordnet-all")
 
@@ -32,13 +33,15 @@ class FilterResult:
     selected: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    k_choice: dict | None = None  # the K that set C, and how it was chosen
 
     def to_json(self) -> dict:
         return {**asdict(self), "count": len(self.selected)}
 
 
 def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
-                 pool: str = "candidates", k: int | None = None, clusters: int | None = None,
+                 pool: str = "candidates", k: int | None = None, k_max: int | None = None,
+                 clusters: int | None = None,
                  beta: int = gn.BETA, tau: float = gn.TAU, epochs: int = gn.EPOCHS,
                  lr: float = gn.LR, batch: int = gn.BATCH, min_steps: int = 1000, seed: int = 0,
                  model: str | None = None, template: str = DEFAULT_TEMPLATE,
@@ -56,7 +59,11 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     pool : str
         candidates (the interest's) or wordnet-all.
     k : int, optional
-        Clusters wanted K; sets C = N/600 or 3K; default the candidates' k.
+        Clusters wanted K; sets C = N/600 or 3K; default the candidates' k, else chosen by
+        the images' votes over the candidates (with the wordnet-all pool and no candidates:
+        by the silhouette of k-means on the image features; docs/k.md).
+    k_max : int, optional
+        The largest K the choice considers.
     clusters : int, optional
         Pseudo-classes C, overriding the rule.
     beta : int
@@ -97,19 +104,24 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
+    choice = None
     if pool == "candidates":
         words = read_candidates(store, interest)
-        k = k or store.attrs(layout.candidates(interest)).get("k")
     else:
         from mdclust.stages.candidates.wordnet import all_nouns
 
         words = all_nouns()
     if clusters is None:
-        if not k:
-            raise BadInput("give --k (clusters wanted) or --clusters (pseudo-classes C)")
-        if not 2 <= k <= n:
-            raise BadInput(f"--k must be between 2 and the number of images ({n})")
+        if store.read_group(layout.candidates(interest), ("word",)) is not None:
+            choice = kchoice.for_interest(store, interest, k, n, feats.vectors, feats.key,
+                                          k_max=k_max, seed=seed)
+        else:  # the paper's interest-free pool, for an interest with no candidates
+            choice = kchoice.for_features(store, interest, k, feats.vectors, k_max=k_max,
+                                          seed=seed)
+        k = choice.k
         clusters = gn.n_pseudo_classes(n, k)
+    elif k is not None and not 2 <= k <= n:
+        raise BadInput(f"--k must be between 2 and the number of images ({n})")
     if not 2 <= clusters <= n:
         raise BadInput(f"--clusters must be between 2 and the number of images ({n})")
 
@@ -118,8 +130,10 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                         epochs=epochs, lr=lr, batch=batch, min_steps=min_steps, seed=seed)
     keep, kept_scores, kept_class, curve = gn.filter_nouns(feats.vectors, R, cfg)
     result = FilterResult(interest, method, pool, len(words), clusters,
-                          [words[i] for i in keep], [float(x) for x in kept_scores])
+                          [words[i] for i in keep], [float(x) for x in kept_scores],
+                          k_choice=choice.to_json() if choice else None)
     params = {"pool": pool, "pool_size": len(words), "clusters": clusters, "k": k,
+              "k_choice": result.k_choice,
               "beta": beta, "tau": tau, "epochs": epochs, "lr": lr, "batch": batch,
               "min_steps": min_steps, "seed": seed, "template": template,
               "model_key": feats.key, "images": n}

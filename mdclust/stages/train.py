@@ -49,6 +49,7 @@ class TrainResult:
     features: str = "images"  # what was trained on (pipcdr: images or INTEREST:METHOD)
     augmentation: str = ""  # pipcdr: where the two views came from
     finished: bool = True  # False when ``stop_after`` ended the call (the checkpoint holds it)
+    k_choice: dict | None = None  # the k and how it was chosen (methods/kselect.KChoice)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -115,7 +116,8 @@ def save(store: Store, interest: str | None, method: str, data: dict[str, Any],
 
 
 def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy",
-          k: int | None = None, config: Any = None, device: str = "auto",
+          k: int | None = None, k_max: int | None = None, config: Any = None,
+          device: str = "auto",
           model: str | None = None, grid: bool = False, grid_epochs: int | None = None,
           show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
     """Learn clustering features (Multi-DProxy, PIPCDR) and store them; resumable.
@@ -129,7 +131,11 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
     method : str
         A trained method of mdclust.methods: multidproxy or pipcdr.
     k : int, optional
-        Number of clusters; default the k given to `candidates` for the interest.
+        Number of clusters; default the k given to `candidates` for the interest, else chosen
+        (multidproxy: by the images' votes over the candidates; pipcdr: by the silhouette of
+        k-means on its input features; docs/k.md).
+    k_max : int, optional
+        The largest k the choice considers; default what the candidates and images allow.
     config : dataclass, optional
         The method's settings (``mdclust.methods.get(method).settings(...)``:
         MultiDProxyConfig, PipcdrConfig); default its defaults.
@@ -163,7 +169,8 @@ def train(store: StoreLike, interest: str | None, *, method: str = "multidproxy"
     if config is not None and not isinstance(config, cls):
         raise BadInput(f"config for {method} must be a {cls.__name__}, "
                        f"not {type(config).__name__}")
-    return m.load("stage")(store, interest, config, k=k, device=device, model=model, grid=grid,
+    return m.load("stage")(store, interest, config, k=k, k_max=k_max, device=device,
+                           model=model, grid=grid,
                            grid_epochs=grid_epochs, show_progress=show_progress,
                            stop_after=stop_after)
 

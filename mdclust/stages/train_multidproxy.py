@@ -8,7 +8,6 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from mdclust.core import layout
 from mdclust.core.checkpoint import Checkpoint
 from mdclust.core.errors import BadInput
 from mdclust.core.features import load_image_features
@@ -16,6 +15,7 @@ from mdclust.core.layout import read_candidates, validate_interest
 from mdclust.core.textcache import text_features
 from mdclust.methods import multidproxy as mdp
 from mdclust.methods.multidproxy import MultiDProxyConfig
+from mdclust.stages import kchoice
 from mdclust.stages.train import TrainResult, run_epochs, save
 
 LOSS_TIE = 0.01  # restarts this close to the lowest final loss count as equally good
@@ -89,9 +89,10 @@ class _Inputs:
 
 
 def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None, *,
-                      k: int | None = None, device: str = "auto", model: str | None = None,
-                      grid: bool = False, grid_epochs: int | None = None,
-                      show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
+                      k: int | None = None, k_max: int | None = None, device: str = "auto",
+                      model: str | None = None, grid: bool = False,
+                      grid_epochs: int | None = None, show_progress: bool = False,
+                      stop_after: int | None = None) -> TrainResult:
     from mdclust.core.encoders import resolve_device
 
     t0 = time.perf_counter()
@@ -100,9 +101,11 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     store.check_writable()  # before the work, not at commit
     words = read_candidates(store, interest)
     feats = load_image_features(store, model)
-    k = k or (cfg.k if cfg else None) or layout.candidates_k(store, interest)
-    if not k:
-        raise BadInput("give --k, the number of clusters")
+    # the candidate refinement ends at k: the given one, or the images' votes over the words
+    choice = kchoice.for_interest(store, interest, k or (cfg.k if cfg else None) or None,
+                                  len(feats.paths), feats.vectors, feats.key, k_max=k_max,
+                                  words=words)
+    k = choice.k
     cfg = replace(cfg or MultiDProxyConfig(k=k), k=int(k))
     _validate(cfg, len(feats.paths), len(words))
     dev = resolve_device(device)
@@ -134,9 +137,10 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     result = TrainResult(interest, "multidproxy", cfg.k, len(feats.paths), cfg.epochs,
                          resumed_from=resumed[chosen], candidates_start=len(words),
                          candidates=[words[i] for i in fit.active], grid=grid_rows,
-                         restarts=rows, seed=chosen)
+                         restarts=rows, seed=chosen, k_choice=choice.to_json())
     params = {**asdict(cfg), "chosen_seed": chosen, "model_key": feats.key, "device": dev,
-              "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid)}
+              "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid),
+              "k_choice": choice.to_json()}
     save(store, interest, "multidproxy", {
         "path": feats.paths, "fused": fused.astype(np.float32),
         "proxies": proxies.astype(np.float32), "candidates": result.candidates,
@@ -182,13 +186,7 @@ def _grid_search(inputs: _Inputs, cfg: MultiDProxyConfig, epochs: int):
 def _silhouette(fused: np.ndarray, k: int, seed: int) -> float:
     """Cosine silhouette of k-means on the fused features: how well they separate into k
     groups, measured without labels (selects grid points and restarts)."""
-    from sklearn.metrics import silhouette_score
-
     from mdclust.methods.baselines import kmeans
+    from mdclust.methods.kselect import silhouette
 
-    labels = kmeans(fused, k, seed=seed)
-    if len(set(labels)) < 2:
-        return -1.0
-    sample = SILHOUETTE_SAMPLE if len(fused) > SILHOUETTE_SAMPLE else None
-    return float(silhouette_score(fused, labels, metric="cosine", sample_size=sample,
-                                  random_state=seed))
+    return silhouette(fused, kmeans(fused, k, seed=seed), seed, sample=SILHOUETTE_SAMPLE)

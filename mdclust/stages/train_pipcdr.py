@@ -23,6 +23,7 @@ from mdclust.core.layout import validate_interest
 from mdclust.core.store import Store
 from mdclust.methods import get
 from mdclust.methods.pipcdr_config import PipcdrConfig
+from mdclust.stages import kchoice
 from mdclust.stages import views as views_mod
 from mdclust.stages.train import TrainResult, run_epochs, save
 
@@ -111,9 +112,10 @@ def _make_views(store: Store, key: str, show_progress: bool) -> bool:
 
 
 def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig | None, *,
-                 k: int | None = None, device: str = "auto", model: str | None = None,
-                 grid: bool = False, grid_epochs: int | None = None,
-                 show_progress: bool = False, stop_after: int | None = None) -> TrainResult:
+                 k: int | None = None, k_max: int | None = None, device: str = "auto",
+                 model: str | None = None, grid: bool = False,
+                 grid_epochs: int | None = None, show_progress: bool = False,
+                 stop_after: int | None = None) -> TrainResult:
     from mdclust.core.encoders import resolve_device
     from mdclust.methods import pipcdr as pc
 
@@ -127,7 +129,9 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig | None, *
     cfg = replace(cfg or PipcdrConfig(k=None), k=k or (cfg.k if cfg else None) or None)
     _validate(cfg)
     interest, paths, X, key, shas = input_features(store, interest, cfg.features, model)
-    cfg.k = layout.resolve_k(store, interest, cfg.k, len(paths))  # bad input fails early
+    # interest-free: the given k, else the best silhouette of k-means on what it trains on
+    choice = kchoice.for_features(store, interest, cfg.k, X, k_max=k_max, seed=cfg.seed)
+    cfg.k = choice.k
     views, how = _views(store, cfg, key, shas, X)
     made = views is None and cfg.views == "auto" and shas is not None and \
         _make_views(store, key, show_progress)
@@ -148,9 +152,10 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig | None, *
     result = TrainResult(interest, "pipcdr", cfg.k, len(paths), cfg.epochs,
                          resumed_from=progress.resumed_from, features=cfg.features,
                          augmentation=how + (" (made now: none were stored)" if made else ""),
-                         finished=progress.finished)
+                         finished=progress.finished, k_choice=choice.to_json())
     if progress.finished:
-        params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how}
+        params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how,
+                  "k_choice": choice.to_json()}
         save(store, interest, "pipcdr", {
             "path": paths, "features": trainer.features().astype(np.float32),
             "pseudo_label": trainer.labels.cpu().numpy().astype(np.int32),

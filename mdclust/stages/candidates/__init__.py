@@ -15,6 +15,7 @@ from mdclust.core import layout
 from mdclust.core.errors import BadInput, MdclustError, MissingDataFile
 from mdclust.core.layout import validate_interest
 from mdclust.core.store import StoreLike, as_store, now_iso
+from mdclust.core.textcache import DEFAULT_TEMPLATE
 
 SOURCES = ("llm", "wordnet", "wordnet-all", "file")
 # Multi-DProxy starts from 2**beta * M candidates with beta = E / R = 1000 / 200 (paper defaults).
@@ -34,6 +35,7 @@ class CandidateResult:
     rounds: int = 0
     encoded: int = 0
     text_model_key: str = ""
+    k_choice: dict | None = None  # the k the images' votes over these words give (docs/k.md)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -78,8 +80,9 @@ def read_words_file(path: str | Path) -> list[str]:
             for w in re.split(r"[,;\t]", line)]
 
 
-def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int | None = None,
-               llm: str | None = None, source: str | None = None,
+def candidates(store: StoreLike, interest: str, *, k: int | None = None,
+               k_max: int | None = None, n: int | None = None, llm: str | None = None,
+               source: str | None = None,
                from_file: str | Path | None = None, context: str | None = None,
                refresh: bool = False, api_base: str | None = None, timeout: float = 60.0,
                retries: int = 2, rounds: int = 3, encode: bool = True, model: str | None = None,
@@ -93,7 +96,11 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
     interest : str
         The user's interest, e.g. "color".
     k : int, optional
-        Number of clusters M; sets ``n`` to 2^5 * M (Multi-DProxy's 2^(E/R) * M).
+        Number of clusters M; sets ``n`` to 2^5 * M (Multi-DProxy's 2^(E/R) * M) and is the
+        interest's k for the later stages. Default: auto, each later stage chooses k (the
+        result's ``k_choice`` says what the images give now; docs/k.md).
+    k_max : int, optional
+        The largest k the estimate in ``k_choice`` considers.
     n : int, optional
         Number of candidates to ask for; default 2^5 * k, or 50.
     llm : str, optional
@@ -169,7 +176,7 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
         if not result.words:
             raise MdclustError(f"no candidates found for {interest!r} from {kind}")
     if encode and store.children("features"):
-        from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+        from mdclust.core.textcache import text_features
 
         # Encoded before anything is committed, into the journal: a bad template or model, or
         # a missing data file, fails here and leaves the store as it was.
@@ -179,6 +186,11 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
         result.encoded, result.text_model_key = stats["encoded"], stats["model_key"]
     # One commit: the words and their text features (folded in from the journal) together.
     with store.transaction() as txn:
+        if cached and old.attrs.get("k") != k:  # the same words, now for another k
+            txn.put_group(layout.candidates(interest), {"word": result.words},
+                          {**{a: v for a, v in old.attrs.items()
+                              if a not in ("mdclust_version", "time")},
+                           "k": k})
         if not cached:
             attrs = {"request": request, "source": kind, "model": llm or "", "k": k,
                      "n_requested": n_req, "n_obtained": len(result.words),
@@ -186,6 +198,16 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None, n: int 
                      "api_base": api_base or "", "rounds": result.rounds, "fetched": now_iso(),
                      **result.extra}
             txn.put_group(layout.candidates(interest), {"word": result.words}, attrs)
+    if encode and store.children("features") and len(result.words) >= 2:
+        # What k these words give on the images now: said, not stored (later stages choose
+        # again on the images they see, unless k was given here)
+        from mdclust.core.features import load_image_features
+        from mdclust.stages import kchoice
+
+        feats = load_image_features(store, model)
+        result.k_choice = kchoice.for_interest(
+            store, interest, k, len(feats.paths), feats.vectors, feats.key,
+            k_max=k_max, words=result.words, template=template or DEFAULT_TEMPLATE).to_json()
     return result
 
 
