@@ -56,10 +56,11 @@ def run_method(store, interest, method, k=None):
 
     if method in FILTER_OF:
         filter_nouns(store, interest, method=FILTER_OF[method], k=k)
-    if method in ("multidproxy", "pipcdr"):
-        train(store, interest, method=method, k=k)
+    how = None
+    if method in ("multidproxy", "pipcdr"):  # the k is chosen when training
+        how = train(store, interest, method=method, k=k).k_choice["how"]
     res = cluster(store, interest, method=method, k=k)
-    return res.k, res.k_choice["how"]
+    return res.k, how or res.k_choice["how"]
 
 
 def at_true_k(store, interest, method, aspect, k) -> dict:
@@ -96,19 +97,24 @@ def run_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
             at_hat = scored(store, aspect, method, aspect)
             at_k = at_hat if k_hat == k else at_true_k(store, aspect, method, aspect, k)
             add(aspect, method, k, k_hat, how, at_hat, at_k)
-    # interest-free: one k̂ per set, scored against every aspect; the true k per aspect
-    for method in FREE:
-        k_hat, how = run_method(store, None, method)
-        at_hat = {a: scored(store, None, method, a) for a in vocab}
-        by_k: dict[int, dict] = {}
-        for a in vocab:
-            k = len(vocab[a]["present"])
-            if k == k_hat:
-                by_k[k] = at_hat
-            if k not in by_k:
-                run_method(store, None, method, k)
-                by_k[k] = {b: scored(store, None, method, b) for b in vocab}
-            add(a, method, k, k_hat, how, at_hat[a], by_k[k][a])
+    # interest-free: one k̂ per set whatever the interest. k-means runs with each interest
+    # as its label (`cluster --interest I --method kmeans`: the same clustering, but eval can
+    # say how it agrees with I's words); PIPCDR trains once per k, store-wide.
+    for aspect in vocab:
+        k = len(vocab[aspect]["present"])
+        k_hat, how = run_method(store, aspect, "kmeans")
+        at_hat = scored(store, aspect, "kmeans", aspect)
+        at_k = at_hat if k_hat == k else at_true_k(store, aspect, "kmeans", aspect, k)
+        add(aspect, "kmeans", k, k_hat, how, at_hat, at_k)
+    k_hat, how = run_method(store, None, "pipcdr")
+    at_hat = {a: scored(store, None, "pipcdr", a) for a in vocab}
+    by_k: dict[int, dict] = {k_hat: at_hat}
+    for a in vocab:
+        k = len(vocab[a]["present"])
+        if k not in by_k:
+            run_method(store, None, "pipcdr", k)
+            by_k[k] = {b: scored(store, None, "pipcdr", b) for b in vocab}
+        add(a, "pipcdr", k, k_hat, how, at_hat[a], by_k[k][a])
     return rows
 
 
@@ -179,8 +185,8 @@ def spearman(a, b) -> float | None:
     from scipy.stats import spearmanr
 
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-    if len(pairs) < 3:
-        return None
+    if len(pairs) < 3 or len({x for x, _ in pairs}) < 2 or len({y for _, y in pairs}) < 2:
+        return None  # constant: no rank correlation to speak of
     return float(spearmanr(*zip(*pairs)).statistic)
 
 
@@ -252,6 +258,25 @@ def update_docs(text: str, path: Path = ROOT / "docs" / "k.md") -> None:
     path.write_text(head + a + "\n" + text + "\n" + b + rest.split(b, 1)[1])
 
 
+def merge(paths: list[Path], note: str, docs: bool) -> dict:
+    reports = [json.loads(p.read_text()) for p in paths]
+    rows = [r for rep in reports for r in rep["rows"]]
+    for r in rows:  # runs before the training's own criterion was recorded
+        if r["how"] == "trained":
+            r["how"] = "votes" if r["method"] == "multidproxy" else "silhouette"
+    metas = [rep["meta"] for rep in reports if "meta" in rep]
+    meta = {**(metas[0] if metas else {}), "command": note or " + ".join(
+        m["command"] for m in metas), "minutes": max((m["minutes"] for m in metas), default=0),
+        "sets": ", ".join(dict.fromkeys(r["set"] for r in rows if r["world"] != "digits")),
+        "digits": next((m["digits"] for m in metas if m.get("digits") != "none"), "none")}
+    summ = summary(rows)
+    text = markdown(rows, summ, meta)
+    print(text)
+    if docs:
+        update_docs(text)
+    return {"meta": meta, "summary": summ, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tune", action="store_true", help="dev sets only; no test figures")
@@ -261,7 +286,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, help="keep the generated sets and stores here")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--update-docs", action="store_true", help="rewrite docs/k.md's table")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="the tables of runs made side by side (their --json files; a run "
+                    "stopped after a set counts with the sets it finished), no new run")
+    ap.add_argument("--note", default="", help="with --merge: how the runs were made")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.note, args.update_docs)
     if args.tune and args.update_docs:
         raise SystemExit("--tune runs dev sets only: --update-docs is refused")
     seeds, split = (DEV_SEEDS, "dev") if args.tune else (QUICK_SEEDS, "test")

@@ -354,7 +354,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="tables from the --json files of runs made side by side (one world "
                     "each), no new run")
-    args = ap.parse_args(argv)
+    ap.add_argument("--k-hidden", action="store_true",
+                    help="the column set with k hidden from every method (k̂, NMI at k̂ and "
+                    "at k, label-free scores): benchmarks/k_auto.py, given the other options")
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--k-hidden" in given:
+        import k_auto
+
+        return k_auto.main([a for a in given if a != "--k-hidden"])
+    args = ap.parse_args(given)
     if args.merge:
         return merge(args.merge, args.update_docs)
     if args.tune:

@@ -207,6 +207,35 @@ def part_export(work: Path, out: dict) -> None:
         log(f"1M export {name}: {r['seconds']} s, {r['peak_rss_gb']} GB")
 
 
+def part_parquet(work: Path, out: dict) -> None:
+    """`export --format parquet` of the 1M store's kmeans clustering against the CSV export of
+    the same clustering in the same run (the baseline), and the rows read back equal."""
+    store = work / "s1m.h5"
+    if not store.exists():
+        build_in_child(store, 1_000_000)
+    if "kmeans" not in subprocess.run([str(BIN), "info", "--json", "--store", str(store)],
+                                      capture_output=True, text=True).stdout:
+        mdclust("cluster", "--method", "kmeans", "--k", "100", "--store", str(store))
+    csv, pq_file = work / "export1m.csv", work / "export1m.parquet"
+    base = mdclust("export", "--method", "kmeans", "--out", str(csv), "--store", str(store))
+    r = mdclust("export", "--method", "kmeans", "--format", "parquet", "--out", str(pq_file),
+                "--store", str(store))
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    a = pq.read_table(pq_file)
+    b = pv.read_csv(csv, convert_options=pv.ConvertOptions(
+        column_types={"path": "string", "cluster": "int32"}))
+    same = a.column("path").equals(b.column("path")) and a.column("cluster").equals(
+        b.column("cluster"))
+    out["export_parquet_1m"] = {
+        "seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"], "rows": r["json"]["n"],
+        "mb": round(pq_file.stat().st_size / 2 ** 20, 1), "rows_equal_csv": bool(same),
+        "csv_seconds": base["seconds"], "csv_peak_rss_gb": base["peak_rss_gb"],
+        "csv_mb": round(csv.stat().st_size / 2 ** 20, 1)}
+    log(f"1M export parquet: {out['export_parquet_1m']}")
+
+
 def commit_cost(store: Path, path: str, inline: bool = False) -> dict:
     """Time and bytes of the commit `cluster` makes: the clustering group at ``path`` put again
     with changed labels (read first, outside the timing). In a child process, like every
@@ -323,8 +352,8 @@ def part_report(work: Path, out: dict) -> None:
 
 
 PARTS = {"kmeans100k": part_kmeans_100k, "1m": part_1m, "evalgradnorm": part_eval_gradnorm,
-         "export": part_export, "commit": part_commit_before, "embed": part_embed_unchanged,
-         "report": part_report}
+         "export": part_export, "parquet": part_parquet, "commit": part_commit_before,
+         "embed": part_embed_unchanged, "report": part_report}
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from mdclust.stages.candidates import CandidateResult, candidates  # noqa: E402
 from mdclust.stages.cluster import ClusterResult, cluster, load_clustering  # noqa: E402
 from mdclust.stages.embed import EmbedResult, embed  # noqa: E402
 from mdclust.stages.evaluate import METRICS, EvalResult, evaluate, export_csv  # noqa: E402
+from mdclust.stages.export import ExportResult, FoldersResult, export, export_folders  # noqa: E402
 from mdclust.stages.filter import FilterResult, filter_nouns  # noqa: E402
 from mdclust.stages.info import InfoResult, info, models  # noqa: E402
 from mdclust.stages.report import ReportResult, report  # noqa: E402
@@ -40,15 +41,18 @@ from mdclust.stages.train import TrainResult, train  # noqa: E402
 # names a bad one as the CLI does (mdclust.core.checks); these are the names that are not
 # "--" plus the parameter's name with dashes (a parameter the command lacks keeps its name).
 _FLAGS = {"images_dir": "IMAGES_DIR", "interests": "--interest", "methods": "--method",
+          "warn": "warn",
           "show_progress": "show_progress", "stop_after": "stop_after"}
 _API_ONLY = {"cluster": {"template": "template"}}
-(embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv, info,
- models, report) = (checked(fn, flags={**_FLAGS, **_API_ONLY.get(fn.__name__, {})}) for fn in (
-    embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv,
-    info, models, report))
+(embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv, export,
+ export_folders, info, models, report) = (
+    checked(fn, flags={**_FLAGS, **_API_ONLY.get(fn.__name__, {})}) for fn in (
+        embed, candidates, filter_nouns, train, cluster, load_clustering, evaluate, export_csv,
+        export, export_folders, info, models, report))
 
 __all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "cluster",
-           "load_clustering", "evaluate", "export_csv", "info", "models", "report", "Store",
-           "EmbedResult", "CandidateResult", "FilterResult", "TrainResult", "ClusterResult",
-           "EvalResult", "InfoResult", "ReportResult", "METRICS", "MdclustError", "BadInput",
-           "MissingStage", "StaleResult", "QualityGateFailed"]
+           "load_clustering", "evaluate", "export_csv", "export", "export_folders", "info",
+           "models", "report", "Store", "EmbedResult", "CandidateResult", "FilterResult",
+           "TrainResult", "ClusterResult", "EvalResult", "ExportResult", "FoldersResult",
+           "InfoResult", "ReportResult", "METRICS", "MdclustError", "BadInput", "MissingStage",
+           "StaleResult", "QualityGateFailed"]

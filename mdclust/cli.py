@@ -523,34 +523,55 @@ def eval_cmd(
 def export_cmd(
     interest: Optional[str] = InterestOpt,
     method: str = typer.Option("kmeans", help="The clustering to export."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file [default: stdout]."),
-    raw: bool = typer.Option(False, "--raw", help="Write cells as stored: no leading ' before "
-                                                  "= + - @ tab CR (docs/cli.md, CSV rules)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write [default: "
+                                                                 "stdout; parquet needs one]."),
+    format: str = typer.Option("csv", "--format", help="csv, parquet or jsonl."),
+    with_scores: bool = typer.Option(False, "--with-scores", help="Add each image's cosine "
+                                     "similarity to its cluster's name (a score column)."),
+    to_folders: Optional[Path] = typer.Option(None, "--to-folders", help="Instead: one folder "
+                                              "per cluster, named by its name, of links to "
+                                              "the images (replaces an earlier such tree)."),
+    copy: bool = typer.Option(False, "--copy", help="--to-folders: copy the images instead "
+                                                    "of linking to them."),
+    raw: bool = typer.Option(False, "--raw", help="csv: write cells as stored: no leading ' "
+                                                  "before = + - @ tab CR (docs/cli.md, CSV "
+                                                  "rules)."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Write a clustering as CSV: path,cluster (and name, when the clustering has names).
-    With --json: one object {method, interest, n, out, rows: [{path, cluster[, name]}]} (rows
-    empty with --out; values as stored, cluster an integer). A clustering made before the
-    images changed is written as stored, with a warning."""
-    import csv
+    """Write a clustering out: CSV (path,cluster[,name][,score]), Parquet or JSON Lines, one
+    row per image; or --to-folders DIR. With --json and no --out: one object {method,
+    interest, n, out, rows: [{path, cluster[, name][, score]}]} (values as stored, cluster an
+    integer); with --out, the same object without rows. A clustering made before the images
+    changed is written as stored, with a warning."""
     import io
 
     def warn(message: str) -> None:
         if not quiet:
             typer.echo(f"mdclust: warning: {message}", err=True)
 
+    st = _store(store)
+    if to_folders is not None:
+        res = mdclust.export_folders(st, interest, method=method, out=to_folders, copy=copy,
+                                     warn=warn)
+        if as_json:
+            _emit_json(res.to_json())
+        elif not quiet:
+            typer.echo(f"{res.linked} images {'copied' if copy else 'linked'} into "
+                       f"{len(res.folders)} folders under {res.out}")
+        return
     if as_json and out is None:  # JSON is not a spreadsheet: the values as they are
-        text = mdclust.export_csv(_store(store), interest, method=method, warn=warn, raw=True)
-        rows = [{**row, "cluster": int(row["cluster"])}
-                for row in csv.DictReader(io.StringIO(text, newline=""))]
+        buf = io.StringIO()
+        mdclust.export(st, interest, method=method, out=buf, format="jsonl",
+                       with_scores=with_scores, warn=warn)
+        rows = [json.loads(line) for line in buf.getvalue().splitlines()]
         _emit_json({"method": method, "interest": interest, "n": len(rows), "out": None,
                     "rows": rows})
         return
-    n = mdclust.export_csv(_store(store), interest, method=method, warn=warn, raw=raw,
-                           out=sys.stdout if out is None else out)
+    res = mdclust.export(st, interest, method=method, out=sys.stdout if out is None else out,
+                         format=format, with_scores=with_scores, raw=raw, warn=warn)
     if as_json:
-        _emit_json({"method": method, "interest": interest, "n": n, "out": str(out),
-                    "rows": []})
+        _emit_json({"method": method, "interest": interest, "n": res.n, "out": str(out),
+                    "format": res.format, "rows": []})
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Generate synthetic image sets.")

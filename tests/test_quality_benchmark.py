@@ -94,3 +94,42 @@ def test_quick_run_scores_every_method_on_every_aspect(tmp_path):
     words = report["summary"]["words"]
     assert words["shapes|color|gradnorm|llm"]["present"] == 6
     assert report["meta"]["split"] == "test" and report["meta"]["seeds"] == list(q.QUICK_SEEDS)
+
+
+def load_k_auto():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports quality's set helpers
+    spec = importlib.util.spec_from_file_location("k_auto", ROOT / "benchmarks" / "k_auto.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_k_hidden_summary_counts_cases_per_kind_and_correlates_scores():
+    ka = load_k_auto()
+
+    def row(kind, method, k, k_hat, nmi_hat, nmi_k, agree):
+        free = {"stability": 0.9, "silhouette": 0.2, "interest_agreement": agree}
+        return {"set": "shapes 101", "world": "shapes", "interest": "color", "method": method,
+                "kind": kind, "k": k, "k_hat": k_hat, "how": "votes",
+                "nmi_at_k_hat": nmi_hat, "nmi_at_k": nmi_k, "auto": {**free, "nmi": nmi_hat},
+                "true_k": {**free, "nmi": nmi_k}}
+
+    rows = [row("driven", "zeroshot", 6, 6, 0.9, 0.9, 0.95),
+            row("driven", "gradnorm", 6, 7, 0.8, 0.85, 0.8),
+            row("driven", "sic", 4, 9, 0.2, 0.3, 0.1),
+            row("free", "kmeans", 5, 5, 0.1, 0.1, 0.05)]
+    s = ka.summary(rows)
+    assert s["kinds"]["driven"] == {"cases": 3, "exact": pytest.approx(1 / 3),
+                                    "within_1": pytest.approx(2 / 3)}
+    assert s["kinds"]["free"]["exact"] == 1.0
+    # at k̂ for all four, at k too for the two with k̂ != k: six clusterings
+    assert s["clusterings"] == 6
+    assert s["spearman"]["interest_agreement"] > 0.8  # agreement ranks as NMI does here
+    assert s["spearman"]["stability"] is None  # constant here: no correlation to speak of
+    text = ka.markdown(rows, s, {"date": "d", "machine": "m", "command": "c", "minutes": 1,
+                                 "sets": "shapes 101", "n": 200, "split": "test",
+                                 "digits": "none"})
+    assert "| driven | 3 | 33% | 67% | no |" in text
+    assert "| gradnorm | 0% | 0.800 | 0.850 | yes |" in text

@@ -148,7 +148,7 @@ def test_cards_draw_the_k_curve_where_k_was_chosen_and_say_how_elsewhere(demo):
 
 
 def test_k_curve_puts_the_best_score_highest_and_handles_stores_without_a_choice():
-    from mdclust.stages.report import KCURVE_PAD, KCURVE_SIZE, k_curve
+    from mdclust.stages.report_card import KCURVE_PAD, KCURVE_SIZE, k_curve
 
     c = k_curve({"k": 3, "how": "silhouette", "k_max": 4, "rows": 50,
                  "scores": {"4": 0.3, "2": 0.1, "3": 0.5}}, 3)

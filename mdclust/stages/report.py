@@ -20,16 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import BadInput, MdclustError, StaleResult
-from mdclust.core.features import clustering_features, load_image_features
+from mdclust.core.errors import BadInput, MdclustError
+from mdclust.core.features import load_image_features
 from mdclust.core.images import OWN_FOLDER_MARKER, max_pixels
 from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.progress import progress_bar
-from mdclust.core.rows import ConcatRows
-from mdclust.core.store import Group, StoreLike, as_store
-from mdclust.methods.baselines import kmeans
-from mdclust.stages import label_free
+from mdclust.core.store import StoreLike, as_store
+from mdclust.stages.report_card import STABILITY_ROWS, STABILITY_RUNS, k_curve, label_free_card
 
 # Preferred clustering per interest for the cross-tab: the learned and language-assisted ones.
 CROSS_TAB_ORDER = ("multidproxy", "gradnorm", "tac", "sic", "zeroshot", "pipcdr", "kmeans")
@@ -37,16 +35,7 @@ MAX_CROSS_TABS = 3
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8")
-# Stability from fewer runs on fewer rows than `eval` (10 runs, every row): three k-means
-# fits of a 5,000-row sample cost the same at 1M images as at 10,000.
-STABILITY_RUNS = 3
-STABILITY_ROWS = 5000
-KCURVE_SIZE = (320, 150)  # the k curve's SVG, as wide as the map above it
-KCURVE_PAD = (40, 14, 22, 24)  # left, right, top, bottom: room for the score and k labels
-HOW_K = {"votes": "chosen by the images' votes over the interest's words",
-         "silhouette": "chosen by the silhouette of k-means on the features",
-         "given": "given (--k)", "stored": "given to candidates",
-         "trained": "the trained method's own k"}
+
 
 
 @dataclass
@@ -139,7 +128,7 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
         g = store.read_group(path, layout.CLUSTERING_LABELS)
         sections.append(_section(store, interest, method, g, feats, row_of, truth, aspect,
                                  thumbs, maker, xy))
-        sections[-1]["free"] = _label_free(store, path, g, feats, others)
+        sections[-1]["free"] = label_free_card(store, path, g, feats, others)
     result.clusterings = len(sections)
     result.clusters = sum(len(s["clusters"]) for s in sections)
     tabs = _cross_tabs(sections, feats, maker)
@@ -284,90 +273,6 @@ def _section(store, interest, method, g, feats, row_of, truth, aspect, thumbs, m
                        PALETTE[int(labels[where[int(r)]]) % len(PALETTE)])
                       for r, (x, y) in zip(map_rows, coords) if int(r) in where]
     return section
-
-
-def k_curve(choice: dict | None, k: int) -> dict:
-    """How a clustering's k was chosen, for its card: a caption, and where k was searched the
-    score of every k tried as SVG points (x = k, higher score higher up). ``choice`` is the
-    stored ``params["k_choice"]`` (None in stores made before k could be chosen)."""
-    choice = choice or {}
-    chosen = int(choice.get("k", k))
-    caption = f"k = {chosen}, " + HOW_K.get(choice.get("how"), "how k was chosen is not "
-                                           "recorded (a clustering made before --k auto)")
-    scores = sorted((int(a), float(b)) for a, b in (choice.get("scores") or {}).items())
-    curve = {"k": chosen, "caption": caption, "points": [], "ticks": [], "width": KCURVE_SIZE[0],
-             "height": KCURVE_SIZE[1]}
-    if not scores:
-        return curve
-    if choice.get("rows"):
-        curve["caption"] += f"; the curve: silhouette of each k tried, on {choice['rows']} images"
-    (width, height), (left, right, top, bottom) = KCURVE_SIZE, KCURVE_PAD
-    ks, values = [a for a, _ in scores], [v for _, v in scores]
-    lo, hi = min(values), max(values)
-
-    def x(a: int) -> float:
-        return round(left + (a - ks[0]) / max(ks[-1] - ks[0], 1) * (width - left - right), 1)
-
-    def y(v: float) -> float:
-        share = (hi - v) / (hi - lo) if hi > lo else 0.5
-        return round(top + share * (height - top - bottom), 1)
-
-    curve["points"] = [{"k": a, "score": v, "x": x(a), "y": y(v), "chosen": a == chosen}
-                       for a, v in scores]
-    step = 1 if len(ks) <= 12 else 2  # two-digit labels a tick apart would overlap
-    curve["ticks"] = [{"x": x(a), "label": str(a) if i % step == 0 else ""}
-                      for i, a in enumerate(ks)]
-    curve.update(lo=lo, hi=hi, left=left, right=width - right, top=top,
-                 bottom=height - bottom, line=" ".join(f"{p['x']},{p['y']}"
-                                                       for p in curve["points"]))
-    if chosen in ks:  # the label sits inside the frame, even for the last k
-        mark = x(chosen)
-        curve["mark"] = {"x": mark, "anchor": "end" if mark > width - right - 20 else
-                         "start" if mark < left + 20 else "middle"}
-    return curve
-
-
-def _label_free(store, path: str, g, feats, others: dict) -> dict:
-    """Stability, silhouette and interest agreement of a stored clustering (None for each
-    where something it needs is missing or stale: the report shows "—", it does not fail)."""
-    try:
-        # read here, not with the labels: held only while this clustering is scored
-        more = store.read_group(path, ("features", "text_counterpart")).data
-        g = Group({**g.data, **more}, g.attrs)
-        E, X = _features(store, g, feats, others)
-        runs = None
-        if X is not None:
-            n = len(X)
-            rows = np.arange(n) if n <= STABILITY_ROWS else np.sort(
-                np.random.default_rng(0).choice(n, STABILITY_ROWS, replace=False))
-            sample = X[rows]
-            k = int(g.attrs["params"].get("k") or int(np.max(g["label"])) + 1)
-            runs = [kmeans(sample, k, seed=s) for s in range(STABILITY_RUNS)]
-        return label_free.scores(store, g, E, X, runs)
-    except (MdclustError, OSError, KeyError, ValueError):
-        return dict.fromkeys(("stability", "stability_ari", "silhouette",
-                              "interest_agreement"))
-
-
-def _features(store, g, feats, others: dict) -> tuple[np.ndarray, object]:
-    """(image features of the clustering's model in its row order, its own features)."""
-    params = g.attrs["params"]
-    key = params["model_key"]
-    if key != feats.key:
-        if key not in others:
-            others[key] = load_image_features(store, key)
-        feats = others[key]
-    paths = list(g["path"])
-    if feats.paths != paths:
-        raise StaleResult("the images changed since this clustering was made")
-    # clustering_features would read the image features again (2 GB at 1M images): the
-    # report holds them already, so the two kinds built from them are built here.
-    kind = params.get("features", "none")
-    if kind == "image":
-        return feats.vectors, feats.vectors
-    if kind == "image+text_counterpart":
-        return feats.vectors, ConcatRows(feats.vectors, g["text_counterpart"])
-    return feats.vectors, clustering_features(store, g)
 
 
 def _cross_tabs(sections, feats, maker) -> list[dict]:
