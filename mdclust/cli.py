@@ -650,12 +650,14 @@ def report(
                                                     "[default: the interest's name]."),
     map_points: int = typer.Option(3000, help="Points on each 2-D map (a seeded sample)."),
     thumb_size: int = typer.Option(96, help="Thumbnail side in pixels."),
+    map: str = typer.Option("auto", "--map", help="2-D maps by umap (pip install "
+                            "'mdclust[umap]'), pca, or auto (UMAP where installed)."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Write a static HTML report: named clusters with thumbnails, metrics, cross-tabs, maps."""
     res = mdclust.report(_store(store), out, interests=interest or None, methods=method or None,
                          thumbs=thumbs, aspect=aspect, map_points=map_points,
-                         thumb_size=thumb_size, show_progress=not (quiet or as_json))
+                         thumb_size=thumb_size, map=map, show_progress=not (quiet or as_json))
     if res.missing_images and not as_json:
         typer.echo(f"mdclust: warning: {len(res.missing_images)} images could not be read "
                    f"(moved, deleted or too large? e.g. {res.missing_images[0]}); shown as "

@@ -311,3 +311,30 @@ def test_cross_tabs_show_the_least_alike_interests_first():
     assert names[-1] == ("color", "hue") and pairs[-1][0] > 0.8
     assert {names[0], names[1]} == {("color", "shape"), ("hue", "shape")}
     assert pairs[0][0] < 0.1 and [p[0] for p in pairs] == sorted(p[0] for p in pairs)
+
+
+def test_the_map_is_umap_where_installed_and_says_so(demo, tmp_path):
+    """`--map auto` is UMAP with umap-learn installed (the `umap` extra), PCA otherwise; the
+    page names the method under each map, and `--map umap` without it is one-line bad input."""
+    import importlib.util
+
+    work, store, _ = demo
+    spec = importlib.util.find_spec("umap")
+    have = spec is not None and spec.origin is not None
+    res = mdclust.report(store, tmp_path / "auto", thumbs=1, map_points=200)
+    page = (tmp_path / "auto" / "index.html").read_text()
+    assert res.map == ("umap" if have else "pca")
+    assert ("UMAP (cosine) of the image features" in page) == have
+    assert ("PCA of the image features" in page) == (not have)
+    pca = mdclust.report(store, tmp_path / "pca", thumbs=1, map_points=200, map="pca")
+    assert pca.map == "pca"
+    assert "PCA of the image features" in (tmp_path / "pca" / "index.html").read_text()
+    if have:  # the two maps place the points differently
+        dots = [re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="2.2"',
+                           (tmp_path / d / "index.html").read_text()) for d in ("auto", "pca")]
+        assert len(dots[0]) == len(dots[1]) > 100 and dots[0] != dots[1]
+    else:
+        with pytest.raises(mdclust.BadInput, match="needs umap-learn"):
+            mdclust.report(store, tmp_path / "u", map="umap")
+    with pytest.raises(mdclust.BadInput, match="--map must be one of"):
+        mdclust.report(store, tmp_path / "x", map="tsne")

@@ -32,6 +32,7 @@ from mdclust.stages.report_card import STABILITY_ROWS, STABILITY_RUNS, k_curve, 
 # Preferred clustering per interest for the cross-tab: the learned and language-assisted ones.
 CROSS_TAB_ORDER = ("multidproxy", "gradnorm", "tac", "sic", "zeroshot", "pipcdr", "kmeans")
 MAX_CROSS_TABS = 3
+UMAP_MIN_POINTS = 10  # below this UMAP's neighbour graph is degenerate: PCA
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8")
@@ -49,6 +50,7 @@ class ReportResult:
     missing_images: list[str] = field(default_factory=list)
     page_bytes: int = 0
     seconds: float = 0.0
+    map: str = "pca"  # how the 2-D maps were made: umap or pca
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -58,7 +60,7 @@ class ReportResult:
 
 def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | None = None,
            methods: list[str] | None = None, thumbs: int = 12, aspect: str | None = None,
-           map_points: int = 3000, thumb_size: int = 96,
+           map_points: int = 3000, thumb_size: int = 96, map: str = "auto",
            show_progress: bool = False) -> ReportResult:
     """Write a static report of the stored clusterings to ``out``/index.html.
 
@@ -82,6 +84,9 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
         Points on each 2-D map (a seeded sample of the images).
     thumb_size : int
         Thumbnail side in pixels.
+    map : str
+        How the 2-D maps are made: umap (umap-learn, ``pip install 'mdclust[umap]'``), pca,
+        or auto (UMAP where umap-learn is installed, else PCA); the page names the method.
     show_progress : bool
         Show progress on stderr.
 
@@ -95,6 +100,7 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
     store = as_store(store)
     if thumbs < 0 or map_points < 0 or thumb_size < 8:
         raise BadInput("--thumbs and --map-points must be >= 0 and --thumb-size >= 8")
+    map = _map_method(map)
     store.validate()
     max_pixels()  # a bad $MDCLUST_MAX_PIXELS is one error here, not a placeholder per image
     out = Path(out)
@@ -120,7 +126,8 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
                            f"{exc.strerror or exc}") from exc
     result = ReportResult(str(out), str(out / "index.html"))
     maker = _Thumbs(root, thumbs_dir, thumb_size, feats.shas, feats.paths, result)
-    xy = _map_xy(feats.vectors, map_points)
+    xy = _map_xy(feats.vectors, map_points, method=map)
+    result.map = map
 
     sections = []
     others: dict[str, object] = {}  # features of another model than feats, by key
@@ -211,15 +218,39 @@ class _Thumbs:
             bar.advance(task)
 
 
-def _map_xy(E: np.ndarray, points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, their 2-D PCA coordinates in [0, 1]) for a seeded sample of the images."""
+MAPS = ("auto", "umap", "pca")
+
+
+def _map_method(how: str) -> str:
+    """umap or pca: what ``how`` asks for, auto meaning UMAP where umap-learn is installed."""
+    import importlib.util
+
+    if how not in MAPS:
+        raise BadInput(f"--map must be one of {', '.join(MAPS)}, not {how!r}")
+    spec = importlib.util.find_spec("umap")
+    have = spec is not None and spec.origin is not None  # a bare leftover folder is no umap
+    if how == "umap" and not have:
+        raise BadInput("--map umap needs umap-learn: pip install 'mdclust[umap]'")
+    return "umap" if how == "umap" or (how == "auto" and have) else "pca"
+
+
+def _map_xy(E: np.ndarray, points: int, seed: int = 0,
+            method: str = "pca") -> tuple[np.ndarray, np.ndarray]:
+    """(rows, their 2-D coordinates in [0, 1]) for a seeded sample of the images: UMAP (cosine
+    neighbours, as CLIP features are compared) or PCA."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(E), size=min(points, len(E)), replace=False))
     if len(rows) < 3:
         return rows, np.full((len(rows), 2), 0.5)
     X = E[rows] - E[rows].mean(0)
-    _, _, vt = np.linalg.svd(X, full_matrices=False)
-    xy = X @ vt[:2].T
+    if method == "umap" and len(rows) > UMAP_MIN_POINTS:
+        import umap
+
+        xy = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
+                       n_neighbors=min(15, len(rows) - 1)).fit_transform(E[rows])
+    else:
+        _, _, vt = np.linalg.svd(X, full_matrices=False)
+        xy = X @ vt[:2].T
     lo, hi = xy.min(0), xy.max(0)
     return rows, (xy - lo) / np.where(hi > lo, hi - lo, 1)
 
@@ -349,5 +380,6 @@ def _render(store, sections, tabs, result, model_key) -> str:
     return env.get_template("report.html.j2").render(
         store=str(store.path), root=info.get("root"), model_key=model_key,
         sections=sections, tabs=tabs, missing=missing, n_missing=len(missing),
+        map_method="UMAP (cosine)" if result.map == "umap" else "PCA",
         stability_runs=STABILITY_RUNS, stability_rows=STABILITY_ROWS,
         generated=time.strftime("%Y-%m-%d %H:%M"))
