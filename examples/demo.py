@@ -1,4 +1,4 @@
-"""`make demo`: the whole pipeline on bundled data, offline, in about 13 minutes on 2 cores.
+"""`make demo`: the whole pipeline on bundled data, offline, in about 9 minutes on 2 cores.
 
 1. `mdclust datasets shapes` generates a multi-aspect set: five aspects (color, shape,
    background, count, texture), each a random subset of a larger vocabulary (vocabulary.json);

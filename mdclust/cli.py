@@ -124,7 +124,8 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 @_command
 def embed(
-    images_dir: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    images_dir: Optional[Path] = typer.Argument(None, help="Folder of images (searched "
+                                                "recursively); not with --features."),
     model: str = typer.Option("ViT-B-32", help="open_clip model name (see `mdclust models`)."),
     pretrained: Optional[str] = typer.Option(
         None, help="open_clip tag, a local weights file, or 'random' [default: the model's "
@@ -153,14 +154,24 @@ def embed(
     address: Optional[str] = typer.Option(
         None, help="Ray cluster to join with --engine ray, e.g. auto [default: $RAY_ADDRESS, "
                    "else a local Ray instance]."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Import features instead "
+                                            "of computing them: a .npy (with --paths) or a "
+                                            "clip-retrieval output folder, under --model."),
+    paths: Optional[Path] = typer.Option(None, "--paths", help="With a .npy --features: one "
+                                         "image path per row (txt, CSV or Parquet)."),
+    from_list: Optional[Path] = typer.Option(None, "--from-list", help="Embed the images this "
+                                             "file lists (txt, or CSV/Parquet with a path "
+                                             "column) instead of a folder's."),
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Embed images with CLIP into the store (incremental and resumable)."""
+    """Embed images with CLIP into the store (incremental and resumable), or import features
+    computed elsewhere (--features)."""
     st = _store(store)
     res = mdclust.embed(images_dir, st, model=model, pretrained=pretrained, device=device,
                         batch_size=batch_size, workers=workers, precision=precision,
                         labels=labels, offline=offline, views=views, augment=augment,
-                        engine=engine, address=address, show_progress=not (quiet or as_json))
+                        engine=engine, address=address, features=features, paths=paths,
+                        from_list=from_list, show_progress=not (quiet or as_json))
     if res.labels_unknown:
         typer.echo(f"mdclust: warning: {len(res.labels_unknown)} label rows name no stored image "
                    f"(e.g. {res.labels_unknown[0]})", err=True)
@@ -170,6 +181,10 @@ def embed(
     if quiet:
         return
     out = _console()
+    if res.imported:
+        out.print(f"[bold]{res.imported}[/] image features imported into {st.path} "
+                  f"({res.model_key}) in {res.seconds:.1f} s")
+        return
     out.print(f"[bold]{res.images}[/] images in {st.path} ({res.model_key}): "
               f"{res.embedded} embedded, {res.reused} reused, {res.dropped} dropped, "
               f"{len(res.skipped)} skipped in {res.seconds:.1f} s"

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdclust.core import shards
 from mdclust.core.errors import BadInput
 
 IMAGE_EXTENSIONS = frozenset(
@@ -30,9 +31,11 @@ class FileEntry:
     mtime: float
 
 
-def discover(root: str | os.PathLike,
-             problems: list[tuple[str, str]] | None = None) -> list[FileEntry]:
-    """Image-like files under ``root`` (recursive, by extension), sorted by relative path.
+def discover(root: str | os.PathLike, problems: list[tuple[str, str]] | None = None,
+             meta: dict[str, str] | None = None) -> list[FileEntry]:
+    """Image-like files under ``root`` (recursive, by extension), sorted by relative path;
+    the image members of tar shards too (core/shards.py: ``shard.tar/KEY.jpg``, the shard's
+    mtime as theirs), their ``KEY.txt``/``KEY.json`` text going into ``meta``.
 
     Sorting by the POSIX relative path keeps the order identical across file systems and runs,
     which keeps stored row order and k-means seeds reproducible. Files that cannot be taken
@@ -48,6 +51,9 @@ def discover(root: str | os.PathLike,
         dirnames[:] = [d for d in dirnames
                        if not d.startswith(".") and not d.endswith(STORE_FOLDER_SUFFIXES)]
         for name in filenames:
+            if not name.startswith(".") and shards.is_shard(name):
+                _shard_entries(root, Path(dirpath) / name, found, problems, meta)
+                continue
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             full = Path(dirpath) / name
@@ -69,6 +75,24 @@ def discover(root: str | os.PathLike,
     return found
 
 
+def _shard_entries(root: Path, shard: Path, found: list, problems, meta) -> None:
+    rel = shard.relative_to(root).as_posix()
+    try:
+        rel.encode("utf-8")
+        mtime = shard.stat().st_mtime
+        members, text = shards.members(shard, IMAGE_EXTENSIONS)
+    except UnicodeEncodeError:
+        _note(problems, rel, "file name is not valid UTF-8; rename the file")
+        return
+    except OSError as exc:
+        _note(problems, rel, f"cannot read the shard: {exc.strerror or exc}")
+        return
+    for name, size in members:
+        found.append(FileEntry(f"{rel}/{name}", size, mtime))
+        if meta is not None and name in text:
+            meta[f"{rel}/{name}"] = text[name]
+
+
 def _note(problems: list | None, rel: str, reason: str) -> None:
     if problems is not None:
         shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -76,6 +100,9 @@ def _note(problems: list | None, rel: str, reason: str) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    member = shards.split(path)
+    if member is not None:
+        return hashlib.sha256(shards.read_member(*member)).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -157,7 +184,14 @@ def load_rgb(path: str | os.PathLike):
 
     limit = max_pixels()
     try:
-        if os.path.getsize(path) == 0:
+        member = shards.split(path)
+        if member is not None:
+            import io
+
+            path = io.BytesIO(shards.read_member(*member))  # read from the shard, in memory
+            if not path.getbuffer().nbytes:
+                raise ValueError("empty file")
+        elif os.path.getsize(path) == 0:
             raise ValueError("empty file")
         with _pillow_limit(limit), Image.open(path) as im:
             im.load()  # force the full decode so truncation is caught here, not later
@@ -173,3 +207,41 @@ def load_rgb(path: str | os.PathLike):
         raise ValueError(too_large(exc, limit)) from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"corrupt or truncated image: {exc}") from None
+
+
+def listed(list_file: str | os.PathLike,
+           problems: list[tuple[str, str]] | None = None) -> tuple[Path, list[FileEntry]]:
+    """(root, entries) for a list of image paths (`embed --from-list`): a text file, one path
+    per line, or a CSV or Parquet file with a ``path`` column; relative paths are resolved
+    against the list's folder. The root is the folder the paths share, entries are relative to
+    it and sorted like ``discover``'s; listed files that are missing go to ``problems``."""
+    from mdclust.core.pathlists import read_paths
+
+    list_file = Path(list_file).expanduser()
+    base = list_file.resolve().parent
+    if not list_file.is_file():
+        raise BadInput(f"list file not found: {list_file}")
+    full: dict[str, None] = {}
+    for p in read_paths(list_file):
+        full.setdefault(os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p)))
+    if not full:
+        raise BadInput(f"{list_file} lists no paths")
+    names = list(full)
+    root = Path(os.path.commonpath(names)) if len(names) > 1 else Path(names[0]).parent
+    if str(root) in full:
+        root = root.parent
+    found = []
+    for name in names:
+        rel = Path(name).relative_to(root).as_posix()
+        try:
+            st = os.stat(name)
+        except OSError as exc:
+            _note(problems, rel, "listed but not found" if isinstance(exc, FileNotFoundError)
+                  else f"cannot read: {exc.strerror or exc}")
+            continue
+        if not os.path.isfile(name):
+            _note(problems, rel, "listed but not a file")
+            continue
+        found.append(FileEntry(rel, st.st_size, st.st_mtime))
+    found.sort(key=lambda e: e.path)
+    return root, found

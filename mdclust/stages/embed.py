@@ -22,11 +22,11 @@ from mdclust.core import journal, layout
 from mdclust.core.encode_runner import DecodeDataset, encode_batches
 from mdclust.core.encoders import ModelSpec, model_spec
 from mdclust.core.errors import MdclustError
-from mdclust.core.images import FileEntry, discover, max_pixels, sha256_file
+from mdclust.core.images import FileEntry, discover, listed, max_pixels, sha256_file
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.progress import progress_bar
 from mdclust.core.store import Store, Transaction
-from mdclust.stages import embed_ray
+from mdclust.stages import embed_import, embed_ray
 from mdclust.stages import views as views_mod
 
 EMPTY_REASON = "empty file"
@@ -47,6 +47,7 @@ class EmbedResult:
     labels_unknown: list[str] = field(default_factory=list)
     labels_missing: int = 0
     views_embedded: int = 0  # images whose augmented views were encoded in this run
+    imported: int = 0  # feature rows imported (`--features`) instead of computed
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -127,19 +128,22 @@ def default_workers() -> int:
 
 
 # -- the stage --------------------------------------------------------------------------------
-def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None = None, *,
+def embed(images_dir: str | os.PathLike | None = None,
+          store: Store | str | os.PathLike | None = None, *,
           model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
           batch_size: int = 64, workers: int | None = None, precision: str = "auto",
           labels: str | os.PathLike | None = None, offline: bool = False,
           views: int = 0, augment: str = views_mod.DEFAULT_AUGMENT,
           engine: str = "local", address: str | None = None,
+          features: str | os.PathLike | None = None, paths: str | os.PathLike | None = None,
+          from_list: str | os.PathLike | None = None,
           show_progress: bool = False) -> EmbedResult:
     """Embed images with CLIP into the store (incremental and resumable; module docstring).
 
     Parameters
     ----------
-    images_dir : path
-        Folder of images, searched recursively.
+    images_dir : path, optional
+        Folder of images, searched recursively (not with ``features``).
     store : Store or path, optional
         The mdclust store; default ``$MDCLUST_STORE`` or ./mdclust.h5.
     model : str
@@ -172,6 +176,17 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         Ray cluster to join with ``engine="ray"`` (``auto``, or the head's ``host:6379``);
         default ``$RAY_ADDRESS``, else a local Ray instance for this run. Workers must see the
         images (and a weights file) at the same paths.
+    features : path, optional
+        Import these image features instead of computing them: a .npy matrix (with
+        ``paths``) or a clip-retrieval output folder (stages/embed_import.py), under ``model``
+        and ``pretrained`` (the text side of later stages).
+    paths : path, optional
+        With a .npy ``features``: one image path per row (txt, CSV or Parquet with a path
+        column); relative paths are resolved against this file's folder.
+    from_list : path, optional
+        Embed the images this file lists instead of a folder's: one path per line, or a CSV or
+        Parquet file with a path column; relative paths against the list's folder. The images
+        are stored under the folder they share (core/images.listed).
     show_progress : bool
         Show progress on stderr.
 
@@ -181,10 +196,21 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
     """
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
-    root = Path(images_dir).expanduser()
-    if not root.is_dir():
-        raise MdclustError(f"images folder not found: {images_dir}")
-    root = root.resolve()
+    if features is not None:
+        return _import(store, images_dir, features, paths, model, pretrained, labels, t0)
+    if (images_dir is None) == (from_list is None):
+        raise MdclustError("give the images folder or --from-list FILE (or --features to "
+                           "import features), one of them")
+    if paths is not None:
+        raise MdclustError("--paths goes with --features (a .npy matrix's rows)")
+    problems: list[tuple[str, str]] = []
+    if from_list is not None:
+        root, entries = listed(from_list, problems)
+    else:
+        root = Path(images_dir).expanduser()
+        if not root.is_dir():
+            raise MdclustError(f"images folder not found: {images_dir}")
+        root, entries = root.resolve(), None
     if batch_size < 1:
         raise MdclustError("--batch-size must be at least 1")
     workers = default_workers() if workers is None else workers
@@ -202,14 +228,20 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
     # mixing their images and journals.
     with store.lock():
         known = _known_state(store, spec.key)
+        if store.attrs(layout.IMAGES).get(embed_import.IMPORTED):
+            raise MdclustError(f"store {store.path} holds imported features (`embed "
+                               "--features`); embed image files into another --store")
         if known.root and Path(known.root) != root:
             raise MdclustError(f"store {store.path} holds images from {known.root}, not {root}; "
-                               "use another --store for another collection")
+                               "use another --store for another collection"
+                               + (" (a list's images are stored under the folder they share)"
+                                  if from_list is not None else ""))
         label_table = read_labels_csv(labels, root) if labels else None
 
-        problems: list[tuple[str, str]] = []
         max_pixels()  # a bad $MDCLUST_MAX_PIXELS is one error here, not a reason per file
-        entries = discover(root, problems)
+        meta: dict[str, str] = {}  # a shard member's caption or label (KEY.txt, KEY.json)
+        if entries is None:
+            entries = discover(root, problems, meta)
         if not entries and not known.records:
             raise MdclustError(f"no image files found under {root}")
         plan = _plan(root, entries, known)
@@ -244,7 +276,7 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
                                                           views, batch_size, workers, bar)
 
         with store.transaction() as txn:
-            merged, live = _commit(txn, store, root, entries, plan, label_table, result)
+            merged, live = _commit(txn, store, root, entries, plan, label_table, result, meta)
             merged += views_mod.commit(txn, store, live)
         journal.clear(store, merged)
         result.skipped += problems  # reported, not stored: such names cannot go into HDF5
@@ -252,6 +284,19 @@ def embed(images_dir: str | os.PathLike, store: Store | str | os.PathLike | None
         if result.embedded:
             result.images_per_second = round(result.embedded / max(result.seconds, 1e-9), 2)
         return result
+
+
+def _import(store, images_dir, features, paths, model, pretrained, labels, t0) -> EmbedResult:
+    if images_dir is not None:
+        raise MdclustError("give either an images folder or --features, not both")
+    store.validate()
+    store.check_writable()
+    spec = model_spec(model, pretrained)
+    n, _, aspects, unknown, missing = embed_import.import_features(
+        store, spec, Path(features), None if paths is None else Path(paths), labels)
+    return EmbedResult(images=n, embedded=0, model_key=spec.key, imported=n,
+                       labels_aspects=aspects, labels_unknown=unknown, labels_missing=missing,
+                       seconds=round(time.perf_counter() - t0, 3))
 
 
 @dataclass
@@ -304,7 +349,8 @@ def _run_ray(store, spec, root, todo, bar, result, **options) -> None:
 
 
 def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry], plan: _Plan,
-            label_table, result: EmbedResult) -> tuple[list[Path], set[str]]:
+            label_table, result: EmbedResult,
+            meta: dict[str, str] | None = None) -> tuple[list[Path], set[str]]:
     """Merge the journal and rewrite images/skipped/features; returns the journal files merged
     and the content hashes of the images now in the store."""
     jfeats, jfailed, merged = _read_journal(store)
@@ -343,12 +389,15 @@ def _commit(txn: Transaction, store: Store, root: Path, entries: list[FileEntry]
         txn.put_group(layout.features(key), {"sha256": [shas[i] for i in keep],
                                           "vectors": matrix[keep].astype(np.float16)}, attrs)
 
-    txn.put_group(layout.IMAGES, {
+    table = {
         "path": [e.path for e, _ in rows],
         "size": np.array([e.size for e, _ in rows], dtype=np.int64),
         "mtime": np.array([e.mtime for e, _ in rows], dtype=np.float64),
         "sha256": [s for _, s in rows],
-    }, {"root": str(root)})
+    }
+    if meta:  # shard members' captions or labels, as their shards hold them
+        table["meta"] = [meta.get(e.path, "") for e, _ in rows]
+    txn.put_group(layout.IMAGES, table, {"root": str(root)})
     txn.put_group(layout.SKIPPED, {
         "path": [e.path for e, _, _ in skipped],
         "size": np.array([e.size for e, _, _ in skipped], dtype=np.int64),

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
-from mdclust.core import layout
+from mdclust.core import layout, shards
 from mdclust.core.errors import BadInput, MdclustError
 from mdclust.core.layout import validate_interest
 from mdclust.core.store import StoreLike, as_store
@@ -325,11 +325,14 @@ def export_folders(store: StoreLike, interest: str | None = None, *, method: str
         used: list[set[str]] = [set() for _ in folders]
         for path, c in zip(group["path"], labels.tolist()):
             src = Path(root) / path
-            if not src.exists():
+            member = None if src.exists() else shards.split(src)
+            if member is None and not src.exists():
                 result.missing += 1
                 continue
             dest = tmp / folders[c] / _member_name(path, used[c])
-            if copy:
+            if member is not None:  # inside a tar shard: nothing to link to, so a copy
+                dest.write_bytes(shards.read_member(*member))
+            elif copy:
                 shutil.copy2(src, dest)
             else:
                 os.symlink(src, dest)
