@@ -17,9 +17,10 @@ def test_import_is_light_and_exposes_the_stages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     stages = ["embed", "candidates", "filter_nouns", "train", "cluster", "load_clustering",
-              "evaluate", "export_csv", "info", "models", "report"]
+              "evaluate", "export_csv", "export", "export_folders", "info", "models", "report"]
     results = ["EmbedResult", "CandidateResult", "FilterResult", "TrainResult",
-               "ClusterResult", "EvalResult", "InfoResult", "ReportResult"]
+               "ClusterResult", "EvalResult", "ExportResult", "FoldersResult", "InfoResult",
+               "ReportResult"]
     errors = ["MdclustError", "BadInput", "MissingStage", "StaleResult", "QualityGateFailed"]
     assert eval(out[0]) == sorted(["__version__", "Store", "METRICS"] + stages + results
                                   + errors)

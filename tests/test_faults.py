@@ -149,7 +149,7 @@ def test_check_writable_is_quiet_for_a_new_store_in_a_new_folder(tmp_path):
 
 def test_usage_errors_are_one_line_with_exit_2(small):
     for args, text in ((["cluster", "--bogus"], "No such option: --bogus"),
-                       (["cluster", "--k", "abc"], "Invalid value for '--k'"),
+                       (["cluster", "--k-max", "abc"], "Invalid value for '--k-max'"),
                        (["datasets", "shapes"], "Missing argument")):
         res = run(*args, "--store", small.path)
         assert res.returncode == 2 and res.stdout == ""

@@ -248,11 +248,19 @@ def export_csv(store: StoreLike, interest: str | None = None, *, method: str = "
         return buf.getvalue()
     if hasattr(out, "write"):
         return _write_rows(group, out, raw)
-    out = Path(out)
+    def write(tmp: Path) -> int:
+        with open(tmp, "w", newline="") as fh:
+            return _write_rows(group, fh, raw)
+
+    return write_beside(Path(out), write)
+
+
+def write_beside(out: Path, write) -> int:
+    """``write(tmp)`` into a temporary file beside ``out``, then renamed over it: a write that
+    fails or is killed leaves an earlier ``out`` as it was."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", newline="") as fh:
-            n = _write_rows(group, fh, raw)
+        n = write(tmp)
         os.replace(tmp, out)
     except OSError as exc:
         raise MdclustError(f"cannot write {out}: {exc.strerror or exc}") from exc

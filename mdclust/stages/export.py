@@ -25,7 +25,7 @@ from mdclust.core.errors import BadInput, MdclustError
 from mdclust.core.layout import validate_interest
 from mdclust.core.store import StoreLike, as_store
 from mdclust.stages.cluster import read_clustering
-from mdclust.stages.evaluate import EXPORT_BLOCK, _stale, export_csv
+from mdclust.stages.evaluate import EXPORT_BLOCK, _stale, export_csv, write_beside
 
 FORMATS = ("csv", "parquet", "jsonl")
 FOLDERS_MARKER = ".mdclust-folders"  # marks a tree `--to-folders` made: only such is replaced
@@ -135,7 +135,7 @@ def export(store: StoreLike, interest: str | None = None, *, method: str = "kmea
     if out is None or hasattr(out, "write"):
         n = writer(blocks, out or sys.stdout, raw)
     else:
-        n = _atomic(Path(out), lambda tmp: writer(blocks, tmp, raw))
+        n = write_beside(Path(out), lambda tmp: writer(blocks, tmp, raw))
     return ExportResult(method, interest, format, n, _where(out), with_scores)
 
 
@@ -150,18 +150,6 @@ def _pyarrow():
     except ImportError as exc:
         raise MdclustError("--format parquet needs pyarrow: pip install 'mdclust[parquet]'") \
             from exc
-
-
-def _atomic(out: Path, write) -> int:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        n = write(tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise MdclustError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
 
 
 def _opened(target, write):
