@@ -317,15 +317,25 @@ def filter_cmd(
     min_steps: int = typer.Option(1000, help="At least this many optimiser steps (small sets)."),
     seed: int = typer.Option(0, help="Seed of the pseudo-label k-means and the classifier."),
     template: str = typer.Option("A photo of a {}.", help="Text prompt for the nouns."),
+    sample: str = typer.Option("60000", help="Above this many images, score the nouns on a "
+                               "seeded sample of them (at most N/300 pseudo-classes), so the "
+                               "filter grows linearly; 'all' for the paper as written."),
     model: Optional[str] = ModelKeyOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases)."""
+    if sample.strip().lower() == "all":
+        sample_n = None
+    elif sample.strip().isdigit():
+        sample_n = int(sample)
+    else:
+        raise mdclust.BadInput(f"--sample must be a number of images or 'all', not {sample!r}")
     res = mdclust.filter_nouns(_store(store), interest, method=method, pool=pool, k=_k(k),
                                k_max=k_max,
                                clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
                                batch=batch, min_steps=min_steps, seed=seed, model=model,
-                               template=template, show_progress=not (quiet or as_json))
+                               template=template, sample=sample_n,
+                               show_progress=not (quiet or as_json))
     _say_k(res.k_choice, quiet)
     if as_json:
         _emit_json(res.to_json())

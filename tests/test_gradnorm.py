@@ -96,3 +96,53 @@ def test_zero_shot_merges_to_the_k_most_used_candidates():
     labels, used = zero_shot(X, T, 3)
     assert sorted(used.tolist()) == [0, 1, 2]
     assert scores(y, labels)["nmi"] > 0.95
+
+
+def test_the_filter_samples_above_the_threshold_and_caps_the_classes():
+    from mdclust.methods.gradnorm import SAMPLE_PER_CLASS, sampled
+
+    assert sampled(50_000, 83, 60_000) == (None, 83)  # below: the paper as written
+    assert sampled(10**6, 1667, None) == (None, 1667)  # --sample all
+    rows, C = sampled(10**6, 1667, 60_000, seed=3, k=10)
+    assert len(rows) == len(set(rows.tolist())) == 60_000 and C == 60_000 // SAMPLE_PER_CLASS
+    assert list(rows) == sorted(rows) and (rows == sampled(10**6, 1667, 60_000, 3, 10)[0]).all()
+    assert sampled(100_000, 167, 60_000, k=10)[1] == 167  # the paper's C kept where it fits
+    assert sampled(10**6, 1667, 60_000, k=100)[1] == 300  # never below TAC's 3K
+
+
+def test_a_sampled_filter_keeps_nearly_the_nouns_of_the_full_one(tmp_path):
+    """A store of 3,000 images in 6 groups and 120 nouns, 24 of them near the groups: scored
+    on a 1,500-image sample (C = 3K = 18, as on all of them: 1,500 / 300 = 5 is below TAC's
+    floor), the filter keeps the group nouns as the full one does."""
+    import mdclust
+    from mdclust.core.store import Store
+    from mdclust.core.textcache import DEFAULT_TEMPLATE, _group
+
+    rng = np.random.default_rng(0)
+    centres = unit(rng.normal(size=(6, 32)))
+    X = unit(centres[rng.integers(0, 6, 3000)] + 0.3 * rng.normal(size=(3000, 32)))
+    near = unit(np.repeat(centres, 4, axis=0) + 0.2 * rng.normal(size=(24, 32)))
+    nouns = unit(np.vstack([near, rng.normal(size=(96, 32))]))
+    words = [f"w{i}" for i in range(len(nouns))]
+    st = Store(tmp_path / "s.h5")
+    shas = [f"{i:064x}" for i in range(3000)]
+    with st.transaction() as txn:
+        txn.put_group("images", {"path": [f"{i}.png" for i in range(3000)], "sha256": shas,
+                                 "size": np.zeros(3000, np.int64), "mtime": np.zeros(3000)},
+                      {"root": str(tmp_path)})
+        txn.put_group("features/t@random", {"sha256": shas, "vectors": X.astype(np.float16)},
+                      {"model": "t", "pretrained": "random", "weights_sha256": "", "dim": 32})
+        txn.put_group(_group("t@random", DEFAULT_TEMPLATE),
+                      {"text": words, "vectors": nouns.astype(np.float16)},
+                      {"template": DEFAULT_TEMPLATE})
+        txn.put_group("interests/g/candidates", {"word": words}, {"k": 6, "source": "file"})
+    full = mdclust.filter_nouns(st, "g", sample=None, beta=4)
+    part = mdclust.filter_nouns(st, "g", sample=1500, beta=4)
+    assert full.sampled == 0 and full.classes == 18
+    assert part.sampled == 1500 and part.classes == 18
+    group_nouns = set(words[:24])
+    assert len(set(part.selected) & group_nouns) >= 0.8 * len(set(full.selected) & group_nouns)
+    from mdclust.core import layout
+
+    assert set(part.selected) <= set(words)
+    assert st.attrs(layout.filtered("g", "gradnorm"))["params"]["sample"] == 1500

@@ -17,6 +17,11 @@ KAPPA = 0.006  # text-counterpart temperature kappa
 BETA = 5  # nouns kept per pseudo-class
 EPOCHS, LR, BATCH = 30, 1e-3, 2048  # Adam, as in the paper
 SCORES = ("gradnorm", "msp", "cosine")
+# Above SAMPLE images the filter scores the nouns on a seeded sample of SAMPLE of them, with at
+# most SAMPLE / SAMPLE_PER_CLASS pseudo-classes: the paper's C = N/600 makes the filter grow as
+# N^2 (20 min at 1M on 2 CPUs); docs/methods/gradnorm.md has the measurement behind it.
+SAMPLE = 60_000
+SAMPLE_PER_CLASS = 300
 
 
 @dataclass
@@ -40,6 +45,17 @@ def n_pseudo_classes(n: int, k: int) -> int:
     """C = N/600 when the average cluster (N/K) would exceed 600 images, else 3K (as TAC)."""
     c = round(n / 600) if n / k > 600 else 3 * k
     return int(max(2, min(c, n)))
+
+
+def sampled(n: int, C: int, sample: int | None, seed: int = 0,
+            k: int = 1) -> tuple[np.ndarray | None, int]:
+    """(rows of the seeded sample, or None for all n; the pseudo-classes to use) for a filter
+    of n images with C pseudo-classes by the paper's rule and ``sample`` (None: all): at most
+    sample / SAMPLE_PER_CLASS classes, but never fewer than TAC's 3K."""
+    if sample is None or n <= sample:
+        return None, C
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    return rows, int(max(2, min(C, max(sample // SAMPLE_PER_CLASS, 3 * k), sample)))
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -34,6 +34,7 @@ class FilterResult:
     scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
     k_choice: dict | None = None  # the K that set C, and how it was chosen
+    sampled: int = 0  # images the nouns were scored on, when a sample (0: all)
 
     def to_json(self) -> dict:
         return {**asdict(self), "count": len(self.selected)}
@@ -45,7 +46,7 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                  beta: int = gn.BETA, tau: float = gn.TAU, epochs: int = gn.EPOCHS,
                  lr: float = gn.LR, batch: int = gn.BATCH, min_steps: int = 1000, seed: int = 0,
                  model: str | None = None, template: str = DEFAULT_TEMPLATE,
-                 show_progress: bool = False) -> FilterResult:
+                 sample: int | None = gn.SAMPLE, show_progress: bool = False) -> FilterResult:
     """Select the nouns that describe the images (GradNorm; TAC/SIC as special cases).
 
     Parameters
@@ -84,6 +85,10 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
         Feature set (model key) to use when the store holds several.
     template : str
         Text prompt for the nouns.
+    sample : int, optional
+        Above this many images, pseudo-labels and classifier use a seeded sample of this many,
+        with at most sample / 300 pseudo-classes (linear in N; docs/methods/gradnorm.md);
+        None scores on every image, the paper as written. Default 60,000.
     show_progress : bool
         Show progress on stderr.
 
@@ -120,23 +125,31 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                                           seed=seed)
         k = choice.k
         clusters = gn.n_pseudo_classes(n, k)
+        rows, clusters = gn.sampled(n, clusters, sample, seed, k)
     elif k is not None and not 2 <= k <= n:
         raise BadInput(f"--k must be between 2 and the number of images ({n})")
     if not 2 <= clusters <= n:
         raise BadInput(f"--clusters must be between 2 and the number of images ({n})")
+    if sample is not None and sample < 2:
+        raise BadInput("--sample must be at least 2 images, or all")
+    if choice is None:  # --clusters given: the sample, if any, keeps that C
+        rows, _ = gn.sampled(n, clusters, sample, seed)
+    E = feats.vectors if rows is None else feats.vectors[rows]
 
     R = text_features(store, words, template, model=feats.key, show_progress=show_progress)
     cfg = gn.LaICConfig(k=k or 2, score=method, clusters=clusters, beta=beta, tau=tau,
                         epochs=epochs, lr=lr, batch=batch, min_steps=min_steps, seed=seed)
-    keep, kept_scores, kept_class, curve = gn.filter_nouns(feats.vectors, R, cfg)
+    keep, kept_scores, kept_class, curve = gn.filter_nouns(E, R, cfg)
     result = FilterResult(interest, method, pool, len(words), clusters,
                           [words[i] for i in keep], [float(x) for x in kept_scores],
-                          k_choice=choice.to_json() if choice else None)
+                          k_choice=choice.to_json() if choice else None,
+                          sampled=0 if rows is None else len(rows))
     params = {"pool": pool, "pool_size": len(words), "clusters": clusters, "k": k,
               "k_choice": result.k_choice,
               "beta": beta, "tau": tau, "epochs": epochs, "lr": lr, "batch": batch,
               "min_steps": min_steps, "seed": seed, "template": template,
-              "model_key": feats.key, "images": n}
+              "model_key": feats.key, "images": n,
+              "sample": "all" if sample is None else sample, "sampled": result.sampled}
     with store.transaction() as txn:
         txn.put_group(layout.filtered(interest, method), {
             "noun": result.selected,
