@@ -3,6 +3,7 @@ in clip-retrieval's layout and as .npy + paths files) imported, clustered and ev
 embedded ones; bad files are one line, exit 2, the store unchanged. Real files throughout."""
 
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -142,7 +143,13 @@ def test_bad_feature_files_are_one_line_and_leave_the_store(world, tmp_path):
              (["--features", str(tmp_path / "ints.npy"), "--paths", str(paths)],
               "floating point"),
              (["--features", str(tmp_path)], "img_emb")]
-    for args, msg in cases:
-        err = run(store, "embed", *args, "--model", "mdclust-tiny", code=2).stderr
-        assert msg in err and err.count("\n") == 1, (args, err)
+    # the first through the CLI (exit 2, one line), the rest through the API (the same checks)
+    err = run(store, "embed", *cases[0][0], "--model", "mdclust-tiny", code=2).stderr
+    assert cases[0][1] in err and err.count("\n") == 1, err
+    for args, msg in cases[1:]:
+        features = args[1]
+        paths = args[3] if len(args) > 2 else None
+        with pytest.raises(mdclust.BadInput, match=re.escape(msg)):
+            mdclust.embed(None, store, features=features, paths=paths, model="mdclust-tiny")
         assert digest(store) == before
+    assert digest(store) == before
