@@ -152,3 +152,15 @@ def test_folder_names_are_safe_on_every_os(name, safe):
 def test_colliding_or_empty_names_get_their_cluster_number():
     assert folder_names(["red", "Red", "..", "blue"], 5) == [
         "red 0", "Red 1", "cluster-2", "blue", "cluster-4"]
+
+
+def test_scores_in_csv_follow_the_csv_rules(made, tmp_path):
+    """--with-scores writes its CSV through the same writer as the plain export (its CSV rules
+    included): the rows are the plain export's, with a score in [-1, 1] added."""
+    work, store = made
+    plain = csv_rows(store, "--interest", "color", "--method", "zeroshot")
+    scored = list(csv.DictReader(io.StringIO(run(
+        store, "export", "--interest", "color", "--method", "zeroshot", "--with-scores",
+        "--raw").stdout.decode(), newline="")))
+    assert [{k: r[k] for k in ("path", "cluster", "name")} for r in scored] == plain
+    assert all(-1 <= float(r["score"]) <= 1 for r in scored)

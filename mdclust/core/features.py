@@ -81,16 +81,21 @@ def load_image_features(store: Store, model: str | None = None) -> ImageFeatures
     return ImageFeatures(key, paths, vectors, shas)
 
 
-def clustering_features(store, group) -> np.ndarray | ConcatRows | None:
+def clustering_features(store, group,
+                        feats: ImageFeatures | None = None) -> np.ndarray | ConcatRows | None:
     """The features a clustering was computed from, in its row order (None: labels only);
-    LaIC's [E; V] as a ConcatRows (np.asarray makes it an array)."""
+    LaIC's [E; V] as a ConcatRows (np.asarray makes it an array). ``feats``: the image
+    features of the clustering's model when the caller holds them already (2 GB at 1M
+    images, not read twice)."""
     kind = group.attrs["params"].get("features", "none")
     if kind == "none":
         return None
     if "features" in group.data:
         return check_finite(np.asarray(group["features"], dtype=np.float32), "features",
                             str(store.path))
-    feats = load_image_features(store, group.attrs["params"]["model_key"])
+    key = group.attrs["params"]["model_key"]
+    if feats is None or feats.key != key:
+        feats = load_image_features(store, key)
     if feats.paths != list(group["path"]):
         raise StaleResult("the images changed since this clustering was made; "
                           "run `mdclust cluster` again")

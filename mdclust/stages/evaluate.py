@@ -150,7 +150,8 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
         raise MdclustError(f"none of the clustered images has a {aspect!r} label")
     params = group.attrs["params"]
     k = int(params["k"])
-    X = clustering_features(store, group)
+    feats = load_image_features(store, params["model_key"])  # read once, for both uses
+    X = clustering_features(store, group, feats)
     stored = np.asarray(group["label"])
     all_runs = [stored] if X is None else [kmeans(X, k, seed=s, backend=backend)
                                            for s in range(runs)]
@@ -164,7 +165,6 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
             setattr(out, m, round(float(vals.mean()), 6))
             setattr(out, f"{m}_std", round(float(vals.std()), 6))
         out.per_run = {m: [round(float(r[m]), 6) for r in per_run] for m in METRICS}
-    feats = load_image_features(store, params["model_key"])
     E = feats.vectors if feats.paths == paths else _aligned(feats, paths)
     free = label_free.scores(store, group, E, X, all_runs if X is not None else None)
     for name, value in free.items():
@@ -269,14 +269,17 @@ def write_beside(out: Path, write) -> int:
     return n
 
 
-def _write_rows(group, fh: TextIO, raw: bool = False) -> int:
+def _write_rows(group, fh: TextIO, raw: bool = False, scores: np.ndarray | None = None) -> int:
+    """The CSV rows of a clustering, by the CSV rules above; ``scores``, when given, one per
+    row, as a last column (`export --with-scores`)."""
     names = group.get("cluster_name")
     paths, labels = group["path"], np.asarray(group["label"])
     # The csv module quotes only the line terminator's characters ("\n" here): a block holding
     # a carriage return goes through a writer that quotes the fields, or readers split rows.
     plain = csv.writer(fh, lineterminator="\n")  # the file buffers; a block at a time
     quoted = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
-    plain.writerow(["path", "cluster"] + (["name"] if names else []))
+    plain.writerow(["path", "cluster"] + (["name"] if names else [])
+                   + (["score"] if scores is not None else []))
     if names:
         names = list(names) if raw else [_defused(n) for n in names]
     for i in range(0, len(labels), EXPORT_BLOCK):
@@ -286,6 +289,8 @@ def _write_rows(group, fh: TextIO, raw: bool = False) -> int:
             block = [_defused(p) for p in block]
         cols = [block, part] + ([[names[c] for c in part]] if names else [])
         text = "".join(block) + ("".join(cols[2]) if names else "")
+        if scores is not None:
+            cols.append([f"{x:.6f}" for x in scores[i:i + EXPORT_BLOCK]])
         (quoted if "\r" in text else plain).writerows(zip(*cols))
     return len(labels)
 

@@ -25,7 +25,7 @@ from mdclust.core.errors import BadInput, MdclustError
 from mdclust.core.layout import validate_interest
 from mdclust.core.store import StoreLike, as_store
 from mdclust.stages.cluster import read_clustering
-from mdclust.stages.evaluate import EXPORT_BLOCK, _stale, export_csv, write_beside
+from mdclust.stages.evaluate import EXPORT_BLOCK, _stale, _write_rows, export_csv, write_beside
 
 FORMATS = ("csv", "parquet", "jsonl")
 FOLDERS_MARKER = ".mdclust-folders"  # marks a tree `--to-folders` made: only such is replaced
@@ -130,12 +130,22 @@ def export(store: StoreLike, interest: str | None = None, *, method: str = "kmea
     stale = _stale(store, group)
     if stale and warn is not None:
         warn(stale)
-    blocks = _rows(store, group, with_scores)
-    writer = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}[format]
-    if out is None or hasattr(out, "write"):
-        n = writer(blocks, out or sys.stdout, raw)
+    if format == "csv":  # with scores: the same CSV rules, one more column
+        scores = _scores(store, group, np.asarray(group["label"], dtype=np.int32),
+                         list(group.get("cluster_name") or []))
+
+        def write(target) -> int:
+            return _opened(target, lambda fh: _write_rows(group, fh, raw, scores))
     else:
-        n = write_beside(Path(out), lambda tmp: writer(blocks, tmp, raw))
+        blocks = _rows(store, group, with_scores)
+        writer = {"jsonl": _write_jsonl, "parquet": _write_parquet}[format]
+
+        def write(target) -> int:
+            return writer(blocks, target)
+    if out is None or hasattr(out, "write"):
+        n = write(out or sys.stdout)
+    else:
+        n = write_beside(Path(out), write)
     return ExportResult(method, interest, format, n, _where(out), with_scores)
 
 
@@ -159,29 +169,7 @@ def _opened(target, write):
         return write(fh)
 
 
-def _write_csv(blocks, target, raw: bool) -> int:
-    import csv
-
-    from mdclust.stages.evaluate import _defused
-
-    def write(fh) -> int:
-        w = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        n, first = 0, True
-        for paths, labels, names, scores in blocks:
-            if first:
-                w.writerow(["path", "cluster"] + (["name"] if names else []) + ["score"])
-                first = False
-            cells = [paths if raw else [_defused(p) for p in paths], labels.tolist()]
-            if names:
-                cells.append(names if raw else [_defused(x) for x in names])
-            cells.append([f"{s:.6f}" for s in scores])
-            w.writerows(zip(*cells))
-            n += len(labels)
-        return n
-    return _opened(target, write)
-
-
-def _write_jsonl(blocks, target, raw: bool) -> int:
+def _write_jsonl(blocks, target) -> int:
     def write(fh) -> int:
         n = 0
         for paths, labels, names, scores in blocks:
@@ -199,7 +187,7 @@ def _write_jsonl(blocks, target, raw: bool) -> int:
     return _opened(target, write)
 
 
-def _write_parquet(blocks, target: Path, raw: bool) -> int:
+def _write_parquet(blocks, target: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

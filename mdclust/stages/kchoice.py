@@ -9,7 +9,7 @@ import numpy as np
 from mdclust.core import layout
 from mdclust.core.errors import BadInput
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
-from mdclust.methods.kselect import KChoice, by_features, by_votes, parse_k  # noqa: F401
+from mdclust.methods.kselect import KChoice, by_features, by_votes
 
 
 def _check(k: int, n: int, flag: str = "--k") -> int:

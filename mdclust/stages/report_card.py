@@ -7,7 +7,6 @@ import numpy as np
 
 from mdclust.core.errors import MdclustError, StaleResult
 from mdclust.core.features import clustering_features, load_image_features
-from mdclust.core.rows import ConcatRows
 from mdclust.core.store import Group
 from mdclust.methods.baselines import kmeans
 from mdclust.stages import label_free
@@ -95,14 +94,6 @@ def _features(store, g, feats, others: dict) -> tuple[np.ndarray, object]:
         if key not in others:
             others[key] = load_image_features(store, key)
         feats = others[key]
-    paths = list(g["path"])
-    if feats.paths != paths:
+    if feats.paths != list(g["path"]):
         raise StaleResult("the images changed since this clustering was made")
-    # clustering_features would read the image features again (2 GB at 1M images): the
-    # report holds them already, so the two kinds built from them are built here.
-    kind = params.get("features", "none")
-    if kind == "image":
-        return feats.vectors, feats.vectors
-    if kind == "image+text_counterpart":
-        return feats.vectors, ConcatRows(feats.vectors, g["text_counterpart"])
-    return feats.vectors, clustering_features(store, g)
+    return feats.vectors, clustering_features(store, g, feats)
