@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray,parquet]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,parquet,int8]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -4,6 +4,7 @@ commands users run on them, time and peak RSS of each, baselines measured in the
     python benchmarks/scale.py                      # everything (~30 min on 2 cores, ~15 GB disk)
     python benchmarks/scale.py --only commit embed  # some parts
     python benchmarks/scale.py --out benchmarks/results/scale.json
+    python benchmarks/scale.py --only 10m           # 10M x 512 (~1 h, ~25 GB disk; not default)
 
 Each command runs as a child process (`mdclust ... --json`), so its peak RSS is its own.
 ``build_store(path, n, d)`` is importable, to reproduce the figures elsewhere:
@@ -58,8 +59,8 @@ def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     truth = rng.integers(0, k, n)
 
-    def features(offset: float) -> np.ndarray:
-        out = np.empty((n, d), dtype=np.float32)
+    def features(offset: float, dtype=np.float32) -> np.ndarray:
+        out = np.empty((n, d), dtype=dtype)  # float16 built as such: 10M x 512 is 10 GB
         for i in range(0, n, BLOCK):
             block = centres[truth[i:i + BLOCK]] + spread / np.sqrt(d) * rng.normal(
                 size=(len(truth[i:i + BLOCK]), d)).astype(np.float32) + offset
@@ -78,7 +79,7 @@ def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_
             "mtime": np.full(n, 1.7e9), "sha256": shas}, {"root": "/synthetic"})
         txn.put_group(layout.SKIPPED, EMPTY_SKIPPED)
         txn.put_group(layout.features(MODEL_KEY), {
-            "sha256": shas, "vectors": features(0.0).astype(np.float16)},
+            "sha256": shas, "vectors": features(0.0, np.float16)},
             {"model": "ViT-B-32", "pretrained": "openai", "weights_sha256": "", "dim": d})
         txn.put_group(layout.text_features(MODEL_KEY, template_id(TEMPLATE)), {
             "text": words, "vectors": text.astype(np.float16)},
@@ -95,14 +96,15 @@ def build_store(path: str | os.PathLike, n: int, d: int = 512, *, k: int = TRUE_
     return path
 
 
-def build_in_child(path: Path, n: int, inline: bool = False) -> None:
+def build_in_child(path: Path, n: int, inline: bool = False, trained: int = 2) -> None:
     """build_store in a child process: a parent that held the arrays would pass its memory
     high-water mark on to every command it starts (Linux keeps ru_maxrss across fork+exec),
     and the peak RSS figures would be the parent's."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
             "import mdclust.core.store as m; "
             + ("m.EXTERNAL_MIN_BYTES = 1 << 62; " if inline else "")
-            + f"from scale import build_store; build_store({str(path)!r}, {n}, 512)")
+            + f"from scale import build_store; build_store({str(path)!r}, {n}, 512, "
+            f"trained={trained})")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -351,17 +353,65 @@ def part_report(work: Path, out: dict) -> None:
     log(f"report 100k: {out['report_100k']}")
 
 
+def part_10m(work: Path, out: dict) -> None:
+    """Ten million rows: the stages the issue names, each a child process within 16 GB.
+    The store has no trained sets (they are float32: 20 GB each at 10M)."""
+    n, store = 10_000_000, work / "s10m.h5"
+    res = out.setdefault("10m", {})
+    if not store.exists():
+        t0 = time.perf_counter()
+        build_in_child(store, n, trained=0)
+        res["build_seconds"] = round(time.perf_counter() - t0, 1)
+    size = store.stat().st_size + sum(p.stat().st_size for p in store.with_name(
+        store.name + ".data").glob("*.h5"))
+    res["store_gb"] = round(size / 2 ** 30, 2)
+    lat = [timed_child([str(BIN), "info", "--json", "--store", str(store)])["seconds"]
+           for _ in range(5)]
+    res["info"] = {"median_seconds": sorted(lat)[2], "runs": lat}
+    log(f"10M info: {lat}")
+
+    def step(name, *args):
+        r = mdclust(*args, "--store", str(store))
+        res[name] = {"seconds": r["seconds"], "peak_rss_gb": r["peak_rss_gb"]}
+        log(f"10M {name}: {res[name]}")
+        out_path.write_text(json.dumps(out, indent=1) + "\n")
+        return r
+
+    truth = str(truth_csv(work, n))
+    step("cluster_kmeans_k1000", "cluster", "--method", "kmeans", "--k", "1000")
+    step("cluster_zeroshot_k100", "cluster", "--method", "zeroshot", "--interest", INTEREST,
+         "--k", "100")
+    step("cluster_gradnorm_k100", "cluster", "--method", "gradnorm", "--interest", INTEREST,
+         "--k", "100")
+    r = step("eval_gradnorm", "eval", "--method", "gradnorm", "--interest", INTEREST,
+             "--labels", truth, "--aspect", "truth")
+    res["eval_gradnorm"].update(nmi=r["json"]["nmi"], nmi_std=r["json"]["nmi_std"])
+    r = step("eval_zeroshot", "eval", "--method", "zeroshot", "--interest", INTEREST,
+             "--labels", truth, "--aspect", "truth")
+    res["eval_zeroshot"].update(nmi=r["json"]["nmi"])
+    step("export_kmeans_csv", "export", "--method", "kmeans", "--out", str(work / "e10m.csv"))
+    step("export_gradnorm_parquet", "export", "--method", "gradnorm", "--interest", INTEREST,
+         "--format", "parquet", "--out", str(work / "e10m.parquet"))
+    shutil.rmtree(work / "report10m", ignore_errors=True)
+    step("report", "report", "--out", str(work / "report10m"))
+
+
+out_path = ROOT / "benchmarks" / "results" / "scale.json"  # main() sets it from --out
+
 PARTS = {"kmeans100k": part_kmeans_100k, "1m": part_1m, "evalgradnorm": part_eval_gradnorm,
          "export": part_export, "parquet": part_parquet, "commit": part_commit_before,
-         "embed": part_embed_unchanged, "report": part_report}
+         "embed": part_embed_unchanged, "report": part_report, "10m": part_10m}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mdclust-scale"))
-    ap.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS))
+    ap.add_argument("--only", nargs="+", choices=list(PARTS),
+                    default=[p for p in PARTS if p != "10m"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = ap.parse_args()
+    global out_path
+    out_path = args.out
     args.work.mkdir(parents=True, exist_ok=True)
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
     out.update(date=dt.date.today().isoformat(), machine=f"{platform.machine()}, "

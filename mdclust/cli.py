@@ -131,8 +131,9 @@ def embed(
         None, help="open_clip tag, a local weights file, or 'random' [default: the model's "
                    "bundled weights (mdclust-tiny), else 'openai']."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or "
-                                               "bf16."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, else fp32), fp32, fp16, "
+                                               "bf16 or int8 (CPU, ONNX Runtime; features "
+                                               "stored under their own key)."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     workers: Optional[int] = typer.Option(
         None, help="Decoding processes running beside the model [default: CPUs - 1, at most "

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def zero_shot_accuracy(n: int = 1000, seed: int = 20_000, template: str = "a photo of a {}.",
-                       workdir: Path | None = None, world: str = "shapes") -> dict[str, float]:
+                       workdir: Path | None = None, world: str = "shapes",
+                       precision: str = "auto") -> dict[str, float]:
     import numpy as np
 
     from mdclust.core.encoders import ClipEncoder, model_spec
@@ -40,7 +41,8 @@ def zero_shot_accuracy(n: int = 1000, seed: int = 20_000, template: str = "a pho
         folder = Path(tmp) / "images"
         labels_csv = generate(folder, n=n, seed=seed, values={a: "all" for a in mod.VOCABULARY})
         store = Store(Path(tmp) / "s.h5")
-        embed(folder, store, model="mdclust-tiny", workers=0, batch_size=250)
+        embed(folder, store, model="mdclust-tiny", workers=0, batch_size=250,
+              precision=precision)
         feats = load_image_features(store)
         labels = read_labels_csv(labels_csv)
     enc = ClipEncoder(model_spec("mdclust-tiny"), device="cpu")
@@ -79,12 +81,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20_000)
     ap.add_argument("--template", default="a photo of a {}.")
     ap.add_argument("--worlds", nargs="+", default=["shapes", "glyphs"])
+    ap.add_argument("--precision", default="auto", help="embed's precision (int8: the image "
+                    "tower through ONNX Runtime; texts stay fp32)")
     ap.add_argument("--language", action="store_true", help="also the unseen-word figures")
     ap.add_argument("--teacher", action="store_true", help="and the teacher's own (with "
                     "--language)")
     args = ap.parse_args()
     out = {"n": args.n, "seed": args.seed, "template": args.template,
-           "accuracy": {w: zero_shot_accuracy(args.n, args.seed, args.template, world=w)
+           "precision": args.precision,
+           "accuracy": {w: zero_shot_accuracy(args.n, args.seed, args.template, world=w,
+                                              precision=args.precision)
                         for w in args.worlds}}
     if args.language:
         out["language"] = language_figures(args.template, args.teacher)

@@ -157,3 +157,53 @@ def test_gradnorm_labels_are_what_eval_reclusters(tiny_store, tmp_path, backend)
     X = clustering_features(tiny_store, group)
     assert isinstance(X, ConcatRows) and X.shape == (15, 2 * group["text_counterpart"].shape[1])
     np.testing.assert_array_equal(baselines.kmeans(X, 3, seed=0, backend=backend), res.labels)
+
+
+def test_stages_reading_features_from_the_store_match_the_in_memory_results(
+        tiny_store, tmp_path, monkeypatch):
+    """Past MDCLUST_FEATURES_IN_MEMORY_GB the stages read the features block by block from
+    the store (StoredRows, 10M images): the same labels, names, scores and exemplars."""
+    from mdclust.core.features import StoredRows
+    from mdclust.core.rows import nearest_to_means
+
+    words = tmp_path / "w.txt"
+    words.write_text("\n".join(f"word{i}" for i in range(30)))
+    mdclust.candidates(tiny_store, "thing", from_file=words, k=3)
+    mdclust.filter_nouns(tiny_store, "thing", method="gradnorm", k=3)
+
+    def run():
+        out = {}
+        for method in ("kmeans", "zeroshot", "gradnorm"):
+            res = mdclust.cluster(tiny_store, None if method == "kmeans" else "thing",
+                                  method=method, k=3, backend="faiss",
+                                  names_from="thing" if method == "kmeans" else None)
+            ev = mdclust.evaluate(tiny_store, None if method == "kmeans" else "thing",
+                                  method=method)
+            out[method] = (res.labels.tolist(), res.names, ev.stability, ev.silhouette,
+                           ev.interest_agreement)
+        scores = tmp_path / "scores.csv"
+        mdclust.export(tiny_store, method="kmeans", out=scores, with_scores=True)
+        return out, scores.read_text()
+
+    whole = run()
+    monkeypatch.setenv(features_mod.IN_MEMORY_BYTES_ENV, "0")
+    monkeypatch.setattr(features_mod, "FEATURE_BLOCK", 4)  # 15 images in four blocks
+    feats = features_mod.load_image_features(tiny_store)
+    assert isinstance(feats.vectors, StoredRows)
+    streamed = run()
+    assert streamed == whole
+    # the rows themselves, by slice, index array (any order, repeats) and whole
+    ref = features_mod.load_image_features(tiny_store, stream=False).vectors
+    np.testing.assert_allclose(feats.vectors[2:13], ref[2:13], rtol=1e-6)
+    np.testing.assert_allclose(feats.vectors[[14, 0, 3, 3]], ref[[14, 0, 3, 3]], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(feats.vectors), ref, rtol=1e-6)
+    # and the report's exemplars: the members nearest each cluster's mean, ties in order
+    labels = np.arange(15) % 3
+    got = nearest_to_means(feats.vectors, np.arange(15), labels, 3, 2)
+    for c in range(3):
+        members = np.flatnonzero(labels == c)
+        centre = ref[members].mean(0)
+        want = members[np.argsort(-(ref[members] @ centre), kind="stable")[:2]]
+        np.testing.assert_array_equal(got[c], want)
+    report = mdclust.report(tiny_store, tmp_path / "report")
+    assert report.clusterings == 3

@@ -41,6 +41,9 @@ class ModelSpec:
     model: str
     pretrained: str  # an open_clip tag, a local file path, or "random"
     weights_sha256: str = ""
+    # "int8": the quantised image tower (core/int8.py); its features differ from fp32's by up
+    # to a few hundredths of cosine, so they are stored under a key of their own.
+    variant: str = ""
 
     @property
     def is_file(self) -> bool:
@@ -55,11 +58,20 @@ class ModelSpec:
         else:
             source = self.pretrained
         # '/' would nest HDF5 groups; hf-hub names contain it.
-        return f"{self.model}@{source}".replace("/", "--")
+        key = f"{self.model}@{source}".replace("/", "--")
+        return f"{key}+{self.variant}" if self.variant else key
 
     def attrs(self) -> dict[str, Any]:
-        return {"model": self.model, "pretrained": self.pretrained,
-                "weights_sha256": self.weights_sha256}
+        attrs = {"model": self.model, "pretrained": self.pretrained,
+                 "weights_sha256": self.weights_sha256}
+        return {**attrs, "variant": self.variant} if self.variant else attrs
+
+    def for_precision(self, precision: str | None) -> "ModelSpec":
+        """This spec as ``precision`` stores it: int8 features get a key of their own, the
+        floating precisions share one (they agree to about 1e-3)."""
+        from dataclasses import replace
+
+        return replace(self, variant="int8" if (precision or "").lower() == "int8" else "")
 
 
 def model_spec(model: str, pretrained: str | None = None) -> ModelSpec:
@@ -119,12 +131,19 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
 def resolve_precision(precision: str, device: str) -> str:
     precision = (precision or "auto").lower()
     if precision == "auto":
         return "fp16" if device.startswith("cuda") else "fp32"
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise MdclustError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
+    if precision not in PRECISIONS:
+        raise MdclustError(f"unknown precision {precision!r}: use auto, fp32, fp16, bf16 or "
+                           "int8")
+    if precision == "int8" and device != "cpu":
+        raise MdclustError(f"--precision int8 is a CPU path (ONNX Runtime); on {device} use "
+                           "fp16 (the default there)")
     return precision
 
 
@@ -268,29 +287,51 @@ def _check_hub(spec: ModelSpec, offline: bool) -> bool:
 
 
 class ClipEncoder:
-    """A frozen open_clip model with its preprocessing; counts forward passes."""
+    """A frozen open_clip model with its preprocessing; counts forward passes.
+
+    With int8 (``spec.variant`` or ``precision``) images go through the quantised ONNX Runtime
+    tower (core/int8.py) and texts through the torch model, which is then built only when a
+    text is encoded or the tower is not cached yet.
+    """
 
     def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto",
                  offline: bool = False, progress: bool = True):
         """``offline`` (or HF_HUB_OFFLINE=1) forbids any download; ``progress`` shows
         huggingface_hub's download bars on stderr."""
         configure_threads(strict=True)  # a bad MDCLUST_THREADS is BadInput here
-        import open_clip
         import torch
 
-        register_configs()
-        self.spec = spec
         self.device = resolve_device(device)
+        if spec.variant == "int8":
+            precision = "int8"
         self.precision = resolve_precision(precision, self.device)
+        self.spec = spec.for_precision(self.precision)
+        self._offline, self._progress = hub_offline(offline), progress
+        self._torch = torch
+        self._model = self._preprocess = self._tower = None
+        self._dim: int | None = None
+        self.forwards = 0
+        if self.precision == "int8":
+            # before any work: a missing runtime or a failed export fails here; with the tower
+            # cached, open_clip is not even imported (seconds of start-up)
+            self._open_tower()
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        spec, torch = self.spec, self._torch
+        import open_clip
+
+        register_configs()
         if spec.model.replace("/", "-") not in open_clip.list_models() and ":" not in spec.model:
             raise MdclustError(f"unknown model {spec.model!r}; see `mdclust models` for the "
                                "known names, or add a config folder via $" + CONFIG_DIR_ENV)
-        offline = _check_hub(spec, hub_offline(offline))
+        offline = _check_hub(spec, self._offline)
         pretrained = None if spec.pretrained == "random" else spec.pretrained
         try:
             # Random weights must be the same in every run, or an incremental rerun would mix
             # features from two different networks.
-            with torch.random.fork_rng(devices=[]), _hub_mode(offline, progress):
+            with torch.random.fork_rng(devices=[]), _hub_mode(offline, self._progress):
                 torch.manual_seed(0)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     spec.model, pretrained=pretrained, device=self.device)
@@ -305,16 +346,46 @@ class ClipEncoder:
             raise MdclustError(
                 f"cannot load {spec.model}/{spec.pretrained}: {first[:200]}") from exc
         model.eval()
-        self.model = model
-        self.preprocess = preprocess
-        self._torch = torch
-        self.forwards = 0
-        self.dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") \
-            and model.text_projection is not None else None
+        self._model = model
+        if self._preprocess is None:
+            self._preprocess = preprocess
+
+    def _open_tower(self) -> None:
+        from mdclust.core import int8
+
+        found = int8.cached(self.spec)
+        if found is None:
+            found = int8.build(self.spec, self.model)
+        path, meta = found
+        self._tower = int8.Int8Tower(path, self._torch.get_num_threads())
+        self._dim = int(meta["dim"])
+        if self._preprocess is None:
+            if meta.get("preprocess"):
+                self._preprocess = int8.transform(meta)
+            else:  # a model without open_clip's preprocess config: take its transform
+                self._load()
+
+    @property
+    def model(self):
+        """The torch model (fp32 weights; built on first use on the int8 path)."""
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def preprocess(self):
+        return self._preprocess
+
+    @property
+    def dim(self) -> int | None:
+        if self._dim is None:
+            proj = getattr(self.model, "text_projection", None)
+            self._dim = int(proj.shape[-1]) if proj is not None else None
+        return self._dim
 
     def _autocast(self):
         torch = self._torch
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):  # int8: the torch side (texts) runs in fp32
             import contextlib
             return contextlib.nullcontext()
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
@@ -323,9 +394,12 @@ class ClipEncoder:
     def encode_images(self, pixels) -> "Any":
         """Pixels (N, 3, H, W) tensor -> (N, D) float32 numpy array of unit vectors."""
         torch = self._torch
-        with torch.inference_mode(), self._autocast():
-            feats = self.model.encode_image(pixels.to(self.device, non_blocking=True))
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        if self._tower is not None:
+            feats = torch.from_numpy(self._tower(pixels))
+        else:
+            with torch.inference_mode(), self._autocast():
+                feats = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         self.forwards += 1
         return feats.cpu().numpy()
 
@@ -333,6 +407,7 @@ class ClipEncoder:
         import open_clip
 
         if not hasattr(self, "_tokenizer"):
+            register_configs()
             self._tokenizer = open_clip.get_tokenizer(self.spec.model)
         return self._tokenizer(texts)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ FEATURE_BLOCK = 65_536  # rows read at a time (64 MB of float16 at 512-d)
 class ImageFeatures:
     key: str
     paths: list[str]
-    vectors: np.ndarray  # (n, d) float32, unit rows, in image-table order
+    vectors: np.ndarray  # (n, d) float32, unit rows, in image-table order (or StoredRows)
     shas: list[str]  # content hash of each row's image
 
 
@@ -47,27 +48,118 @@ def resolve_model_key(store: Store, model: str | None = None) -> str:
         f"no features for model {model!r} in {store.path}; stored: {', '.join(keys)}")
 
 
-def load_image_features(store: Store, model: str | None = None) -> ImageFeatures:
+# Above this many bytes of float32 features (2M images at 512-d), stages read them from the
+# store block by block (StoredRows) instead of holding them: 10M x 512 would be 20 GB.
+IN_MEMORY_BYTES_ENV = "MDCLUST_FEATURES_IN_MEMORY_GB"
+IN_MEMORY_BYTES = 4 * 2 ** 30
+
+
+def in_memory_limit() -> float:
+    raw = os.environ.get(IN_MEMORY_BYTES_ENV)
+    if not raw:
+        return IN_MEMORY_BYTES
+    try:
+        return float(raw) * 2 ** 30
+    except ValueError:
+        raise MdclustError(f"${IN_MEMORY_BYTES_ENV} must be a number of GB, not {raw!r}") \
+            from None
+
+
+class StoredRows:
+    """A store's image features in image-table order as unit float32 rows, read from the
+    store when asked for: ``X[a:b]`` and ``X[index array]`` read only the stored blocks that
+    hold those rows, so memory stays one block (64 MB) plus what the caller keeps, at any N.
+    It has the interface core.rows.ConcatRows has (len, shape, dtype, rows by slice or index
+    array, ``np.asarray`` for the whole), which k-means, zero-shot, the text counterparts and
+    the naming already take. Holds its own read handle on the store's files (a commit
+    replaces files by renaming, so the handle keeps reading what it opened)."""
+
+    def __init__(self, store: Store, dataset: str, rows: np.ndarray | None = None,
+                 normalise: bool = True, what: str = "features"):
+        """Rows ``rows`` (the stored row of each image; None: all, in order) of the 2-D
+        ``dataset``; ``normalise`` scales them to unit length, as image features are used."""
+        import h5py
+
+        self.what, self.where, self._normalise = what, str(store.path), normalise
+        self._file = h5py.File(store.path, "r")
+        self._ds = self._file[dataset]
+        self._rows = np.arange(self._ds.shape[0]) if rows is None else rows
+        self._cached: tuple[int, np.ndarray | None] = (-1, None)
+        self.shape = (len(self._rows), int(self._ds.shape[1]))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _block(self, start: int) -> np.ndarray:
+        """Stored rows [start, start + FEATURE_BLOCK) as float16; the last one read is kept,
+        since callers walk the rows in slices smaller than a block (text counterparts: 8,192)."""
+        if self._cached[0] != start:
+            self._cached = (start, self._ds[start:start + FEATURE_BLOCK])
+        return self._cached[1]
+
+    def _stored(self, stored: np.ndarray) -> np.ndarray:
+        """Rows ``stored`` of the dataset (any order, repeats allowed), normalised float32:
+        each stored block that holds any of them is read once (a sample of 3,000 rows of 10M
+        reads nearly every block; HDF5's column-thin chunks make scattered reads far worse)."""
+        out = np.empty((len(stored), self.shape[1]), dtype=np.float32)
+        block_of = stored // FEATURE_BLOCK
+        for b in np.unique(block_of):
+            hit = block_of == b
+            start = int(b) * FEATURE_BLOCK
+            out[hit] = self._block(start)[stored[hit] - start]
+        check_finite(out, self.what, self.where)
+        if self._normalise:
+            out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+        return out
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, slice):
+            return self._stored(self._rows[rows])
+        if isinstance(rows, (int, np.integer)):
+            return self._stored(self._rows[[rows]])[0]
+        return self._stored(self._rows[np.asarray(rows)])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        for i in range(0, len(self), FEATURE_BLOCK):
+            out[i:i + FEATURE_BLOCK] = self[i:i + FEATURE_BLOCK]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def load_image_features(store: Store, model: str | None = None,
+                        stream: bool | None = None) -> ImageFeatures:
     """The features of every image in image-table order, as unit float32 rows. The float16
     matrix on disk is read block by block into the result, so memory peaks at the result
-    plus one block (1M x 512: 2.0 GB, not the 5 GB of reading it whole first)."""
+    plus one block (1M x 512: 2.0 GB, not the 5 GB of reading it whole first). Past
+    IN_MEMORY_BYTES (or with ``stream``) ``vectors`` is a StoredRows that reads blocks
+    when asked instead (10M x 512: no 20 GB)."""
     key = resolve_model_key(store, model)
     with store.snapshot() as snap:
         paths = snap.read_strings(layout.IMAGE_PATHS)
         shas = snap.read_strings(layout.IMAGES + "/sha256")
         stored = snap.read_strings(layout.features(key) + "/sha256")
         index = {s: i for i, s in enumerate(stored)}
-        missing = [p for p, s in zip(paths, shas) if s not in index]
-        if missing:
+        del stored
+        rows = np.fromiter((index.get(s, -1) for s in shas), dtype=np.int64, count=len(shas))
+        del index
+        if (rows < 0).any():
+            missing = [p for p, r in zip(paths, rows) if r < 0]
             raise MdclustError(f"{len(missing)} images have no {key} features (e.g. "
                                f"{missing[0]}); rerun `mdclust embed` with that model")
-        rows = np.array([index[s] for s in shas], dtype=np.int64)
-        del index, stored
+        shape = snap.shape(layout.features(key) + "/vectors")
+        if stream is None:
+            stream = len(rows) * shape[1] * 4 > in_memory_limit()
+        if stream:
+            return ImageFeatures(key, paths, StoredRows(
+                store, layout.features(key) + "/vectors", rows, what=f"features {key}"), shas)
         # where each stored row goes (a content shared by several paths: its last one)
-        dest = np.full(snap.shape(layout.features(key) + "/vectors")[0], -1, dtype=np.int64)
+        dest = np.full(shape[0], -1, dtype=np.int64)
         dest[rows] = np.arange(len(rows))
-        vectors = np.empty((len(rows), snap.shape(layout.features(key) + "/vectors")[1]),
-                           dtype=np.float32)
+        vectors = np.empty((len(rows), shape[1]), dtype=np.float32)
         for start, block in snap.chunks(layout.features(key) + "/vectors", FEATURE_BLOCK):
             to = dest[start:start + len(block)]
             keep = to >= 0
@@ -104,5 +196,13 @@ def clustering_features(store, group,
     if kind == "trained":
         interest_name = group.attrs["params"].get("interest")
         return layout.read_trained(store, interest_name, group.attrs["method"])[1]
-    return ConcatRows(feats.vectors, check_finite(group["text_counterpart"], "text counterparts",
+    V = group.data.get("text_counterpart")
+    if V is None:  # not read with the group: read it now, or in blocks where E is read so
+        where = layout.clustering(group.attrs["params"].get("interest"),
+                                  group.attrs["method"]) + "/text_counterpart"
+        if isinstance(feats.vectors, StoredRows):
+            return ConcatRows(feats.vectors, StoredRows(store, where, normalise=False,
+                                                        what="text counterparts"))
+        V = store.read_group(where.rsplit("/", 1)[0], ("text_counterpart",))["text_counterpart"]
+    return ConcatRows(feats.vectors, check_finite(V, "text counterparts",
                                                   str(store.path)))  # [E; V], read in blocks

@@ -211,10 +211,28 @@ class _Snapshot:
         return sf.file_of(self._f, path)
 
 
+def _same_numbers(ds: h5py.Dataset, value: np.ndarray, rows: int = 65_536) -> bool:
+    """A stored numeric dataset equals ``value``, compared a block of rows at a time (a
+    rerun at 10M images must not read 10 GB of text counterparts back whole to find out)."""
+    if h5py.check_string_dtype(ds.dtype) is not None or ds.shape != value.shape \
+            or ds.dtype != value.dtype:
+        return False
+    if not value.ndim:
+        return bool(np.array_equal(ds[()], value))
+    return all(np.array_equal(ds[i:i + rows], value[i:i + rows])
+               for i in range(0, len(value), rows))
+
+
+def _all_finite(values: np.ndarray, rows: int = 65_536) -> bool:
+    # in row blocks: np.isfinite of 10M x 512 at once is a 5 GB temporary
+    return all(np.isfinite(values[i:i + rows]).all() for i in range(0, len(values), rows)) \
+        if values.ndim else bool(np.isfinite(values))
+
+
 def check_finite(values: np.ndarray, what: str, where: str) -> np.ndarray:
     """Refuse NaN or infinite features (damaged bytes in a store without checksums, or bad
     input): k-means and SVD would fail deep inside, or, worse, finish on garbage."""
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
+    if values.dtype.kind == "f" and not _all_finite(values):
         row = int(np.argwhere(~np.isfinite(values))[0][0])
         raise MdclustError(f"{what} in {where} hold non-finite values (NaN or infinity, row "
                            f"{row}): the file is damaged or was written from bad input; "
@@ -304,6 +322,10 @@ class Transaction(_Snapshot):
             ds = g[name]
             if not isinstance(ds, h5py.Dataset):
                 return False
+            if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
+                if not _same_numbers(ds, value):
+                    return False
+                continue
             stored = _read_dataset(ds)
             if isinstance(stored, list):
                 fresh = value.tolist() if isinstance(value, np.ndarray) else list(value)

@@ -33,7 +33,8 @@ def validate_template(template: str) -> None:
 
 
 def spec_for_key(store: Store, key: str) -> ModelSpec:
-    """The model that produced the image features under ``key`` (text must come from it too)."""
+    """The model that produced the image features under ``key`` (text must come from it too;
+    for int8 features, its fp32 text tower: only the image tower is quantised)."""
     attrs = store.attrs(layout.features(key))
     if not attrs:
         raise MdclustError(f"no features {key!r} in {store.path}")

@@ -158,7 +158,9 @@ def embed(images_dir: str | os.PathLike | None = None,
     workers : int, optional
         Decoding processes beside the model; default CPUs - 1, at most 8; 0 decodes inline.
     precision : str
-        auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.
+        auto (fp16 on CUDA, else fp32), fp32, fp16, bf16, or int8 (CPU: the image tower
+        quantised through ONNX Runtime, ``mdclust[int8]``; its features are stored under
+        their own key, ``model@weights+int8``).
     labels : path, optional
         Ground-truth CSV: path, then one column per aspect.
     offline : bool
@@ -222,7 +224,7 @@ def embed(images_dir: str | os.PathLike | None = None,
     augment = views_mod.parse_augment(augment) if isinstance(augment, str) else tuple(augment)
     store.validate()
     store.check_writable()  # before the work, not at commit
-    spec = model_spec(model, pretrained)
+    spec = model_spec(model, pretrained).for_precision(precision)
     # One writer per store for the whole run: a second embed (of another folder, say) waits
     # here and then sees this run's root, instead of both passing the root check and
     # mixing their images and journals.

@@ -139,7 +139,9 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     if runs < 1:
         raise BadInput("--runs must be at least 1")
     store.validate()
-    group = read_clustering(store, interest, method)
+    # text counterparts (10 GB at 10M) are read by clustering_features, in blocks at scale
+    group = read_clustering(store, interest, method, only=layout.CLUSTERING_LABELS + (
+        "features",))
     aspect, truth = _truth(store, aspect, interest, labels)
     if truth is None and fail_under_nmi is not None:
         raise BadInput("--fail-under-nmi needs ground truth: pass --labels CSV, or embed "

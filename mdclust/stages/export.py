@@ -80,7 +80,11 @@ def _scores(store, group, labels: np.ndarray, names: list[str]) -> np.ndarray:
     words = interest_words(store, group)
     template = words[1] if words and set(names) <= set(words[0]) else DEFAULT_TEMPLATE
     T = np.asarray(text_features(store, names, template, model=feats.key), dtype=np.float32)
-    return np.einsum("ij,ij->i", feats.vectors, T[labels]).astype(np.float32)
+    E, out = feats.vectors, np.empty(len(labels), dtype=np.float32)
+    for i in range(0, len(out), EXPORT_BLOCK):  # in blocks: E may be read from the store
+        out[i:i + EXPORT_BLOCK] = np.einsum("ij,ij->i", E[i:i + EXPORT_BLOCK],
+                                            T[labels[i:i + EXPORT_BLOCK]])
+    return out
 
 
 def export(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",

@@ -11,6 +11,7 @@ one per cross-tab cell, ``map_points`` points per map.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from mdclust.core.images import OWN_FOLDER_MARKER, max_pixels
 from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.progress import progress_bar
+from mdclust.core.rows import nearest_to_means
 from mdclust.core.store import StoreLike, as_store
 from mdclust.stages.report_card import STABILITY_ROWS, STABILITY_RUNS, k_curve, label_free_card
 
@@ -113,7 +115,7 @@ def report(store: StoreLike, out: str | os.PathLike, *, interests: list[str] | N
                                                    if interests or methods else
                                                    "; run `mdclust cluster` first"))
     feats = load_image_features(store, store.attrs(found[0][2])["params"].get("model_key"))
-    row_of = {p: i for i, p in enumerate(feats.paths)}
+    row_of = functools.cache(lambda: {p: i for i, p in enumerate(feats.paths)})  # when needed
     truth = store.read_group(layout.LABELS)
     thumbs_dir = out / "thumbs"
     try:
@@ -242,12 +244,13 @@ def _map_xy(E: np.ndarray, points: int, seed: int = 0,
     rows = np.sort(rng.choice(len(E), size=min(points, len(E)), replace=False))
     if len(rows) < 3:
         return rows, np.full((len(rows), 2), 0.5)
-    X = E[rows] - E[rows].mean(0)
+    S = E[rows]  # read once: E may be the store's StoredRows
+    X = S - S.mean(0)
     if method == "umap" and len(rows) > UMAP_MIN_POINTS:
         import umap
 
         xy = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
-                       n_neighbors=min(15, len(rows) - 1)).fit_transform(E[rows])
+                       n_neighbors=min(15, len(rows) - 1)).fit_transform(S)
     else:
         _, _, vt = np.linalg.svd(X, full_matrices=False)
         xy = X @ vt[:2].T
@@ -257,20 +260,18 @@ def _map_xy(E: np.ndarray, points: int, seed: int = 0,
 
 def _section(store, interest, method, g, feats, row_of, truth, aspect, thumbs, maker, xy):
     labels = np.asarray(g["label"], dtype=np.int64)
-    rows = np.array([row_of.get(p, -1) for p in g["path"]], dtype=np.int64)
+    rows = (np.arange(len(labels)) if g["path"] == feats.paths else  # the usual case
+            np.array([row_of().get(p, -1) for p in g["path"]], dtype=np.int64))
     names = list(g.get("cluster_name") or [])
     share = g.get("name_share")
     k = int(labels.max()) + 1 if len(labels) else 0
-    E = feats.vectors
+    known = rows >= 0
+    # each cluster's images nearest its mean image feature, in two passes over the features
+    exemplars = nearest_to_means(feats.vectors, rows[known], labels[known], k, thumbs)
+    sizes = np.bincount(labels, minlength=k)
     clusters = []
     for c in range(k):
-        members = rows[(labels == c) & (rows >= 0)]
-        size = int((labels == c).sum())
-        if len(members):
-            centre = E[members].mean(0)
-            order = members[np.argsort(-(E[members] @ centre), kind="stable")[:thumbs]]
-        else:
-            order = []
+        order, size = exemplars[c], int(sizes[c])
         clusters.append({"id": c, "name": names[c] if c < len(names) else "", "size": size,
                          "colour": PALETTE[c % len(PALETTE)],
                          "share": None if share is None else round(float(share[c]), 3),
@@ -299,10 +300,11 @@ def _section(store, interest, method, g, feats, row_of, truth, aspect, thumbs, m
                  "counts": [counts.get((cl["id"], v), 0) for v in values]}
                 for cl in clusters]}
     map_rows, coords = xy
-    where = {int(r): i for i, r in enumerate(rows) if r >= 0}
+    where = np.full(max(len(feats.paths), 1), -1, dtype=np.int64)  # feature row -> row here
+    where[rows[known]] = np.flatnonzero(known)
     section["map"] = [(round(float(x) * 300, 1), round(float(y) * 300, 1),
                        PALETTE[int(labels[where[int(r)]]) % len(PALETTE)])
-                      for r, (x, y) in zip(map_rows, coords) if int(r) in where]
+                      for r, (x, y) in zip(map_rows, coords) if where[int(r)] >= 0]
     return section
 
 
@@ -348,22 +350,25 @@ def telling_pairs(sections) -> list[tuple[float, dict, dict]]:
 
 
 def _cross_tab(a, b, feats, maker) -> dict:
-    label_b = {int(r): int(lab) for r, lab in zip(b["rows"], b["labels"]) if r >= 0}
-    cells: dict[tuple[int, int], list[int]] = {}
-    for r, lab in zip(a["rows"], a["labels"]):
-        if r >= 0 and int(r) in label_b:
-            cells.setdefault((int(lab), label_b[int(r)]), []).append(int(r))
+    n = len(feats.paths)
+    label_b = np.full(n, -1, dtype=np.int64)  # b's cluster of each feature row
+    ok = b["rows"] >= 0
+    label_b[b["rows"][ok]] = b["labels"][ok]
+    ra, la = a["rows"], a["labels"]
+    both = (ra >= 0) & (label_b[np.where(ra >= 0, ra, 0)] >= 0)
+    kb, a_k = max(len(b["clusters"]), 1), max(len(a["clusters"]), 1)
+    cell = la[both] * kb + label_b[ra[both]]
+    counts = np.bincount(cell, minlength=a_k * kb)
+    # each cell's image nearest its mean, all cells in two passes over the features
+    best = nearest_to_means(feats.vectors, ra[both], cell, a_k * kb, 1)
     cols = b["clusters"]
     rows = []
     for ca in a["clusters"]:
         row = []
         for cb in cols:
-            members = cells.get((ca["id"], cb["id"]), [])
-            thumb = None
-            if members:
-                E = feats.vectors[members]
-                thumb = maker.ref(members[int(np.argmax(E @ E.mean(0)))])
-            row.append({"count": len(members), "thumb": thumb})
+            c = ca["id"] * kb + cb["id"]
+            thumb = maker.ref(int(best[c][0])) if counts[c] else None
+            row.append({"count": int(counts[c]), "thumb": thumb})
         rows.append({"name": ca["name"] or f"cluster {ca['id']}", "cells": row})
     return {"a": a, "b": b, "cols": [c["name"] or f"cluster {c['id']}" for c in cols],
             "rows": rows}

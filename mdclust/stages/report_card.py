@@ -69,7 +69,8 @@ def label_free_card(store, path: str, g, feats, others: dict) -> dict:
     where something it needs is missing or stale: the report shows "—", it does not fail)."""
     try:
         # read here, not with the labels: held only while this clustering is scored
-        more = store.read_group(path, ("features", "text_counterpart")).data
+        # (text counterparts: clustering_features reads them, in blocks at scale)
+        more = store.read_group(path, ("features",)).data
         g = Group({**g.data, **more}, g.attrs)
         E, X = _features(store, g, feats, others)
         runs = None
