@@ -221,10 +221,12 @@ def info(store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt,
     if data["pending_journal_batches"]:
         out.print(f"pending: {data['pending_journal_batches']} journal batches from an "
                   "interrupted run (rerun `mdclust embed` to merge them)")
-    table = Table("model key", "model", "pretrained", "dim", "rows", "time", title="features")
+    table = Table("model key", "model", "pretrained", "precision", "dim", "rows", "time",
+                  title="features")
+    table.columns[0].overflow = "fold"  # the key is what --model takes: shown whole
     for m in data["model_details"]:
-        table.add_row(m["key"], str(m["model"]), str(m["pretrained"]), str(m["dim"]),
-                      str(m["rows"]), str(m["time"]))
+        table.add_row(m["key"], str(m["model"]), str(m["pretrained"]), m.get("precision", ""),
+                      str(m["dim"]), str(m["rows"]), str(m["time"]))
     out.print(table)
     if data["interests"]:
         t2 = Table("interest", "stages", title="interests")

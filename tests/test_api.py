@@ -94,6 +94,7 @@ def test_errors_are_typed_with_the_cli_messages(tmp_path):
         "multidproxy, pipcdr"]
 
 
+@pytest.mark.slow
 def test_example_script_runs(tmp_path):
     """examples/python_api.py, the demo's pipeline through the public API, as a user runs it."""
     script = Path(__file__).parents[1] / "examples" / "python_api.py"

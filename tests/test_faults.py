@@ -329,6 +329,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_store_survives(small, tmp_path):
     before = small.path.read_bytes()
     limit = len(before) // 2  # the new file cannot be written whole
@@ -444,6 +445,7 @@ def neighbours(tmp_path, monkeypatch):
 @pytest.mark.timeout(600 + 120 * KILLS)
 @pytest.mark.parametrize("stage", ["embed", "candidates", "textcache", "filter", "cluster",
                                    "train"])
+@pytest.mark.slow
 def test_kill9_at_random_points_leaves_old_or_complete_store(neighbours, tmp_path, stage):
     """kill -9 at seeded random moments of each writing stage, on a store of data files with
     neighbours: afterwards the store reads as before or as an uninterrupted run left it, the
@@ -869,6 +871,7 @@ def test_a_missing_features_file_gives_the_same_way_out_everywhere(filed, tmp_pa
         assert "rerun embed" not in line
 
 
+@pytest.mark.slow
 def test_a_missing_clustering_input_is_named_at_once_and_its_stage_remakes_it(filed, tmp_path):
     import time
 
@@ -1122,6 +1125,7 @@ def test_a_web_server_or_a_closed_port_as_ray_address_is_one_prompt_line(ray_job
     assert st.path.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_a_silent_server_as_ray_address_is_given_up_on_without_ray_lines(ray_job):
     st, args = ray_job
@@ -1206,6 +1210,7 @@ def test_export_quotes_carriage_returns_and_defuses_formulas(tmp_path):
 
 
 # -- 9: decompression bombs --------------------------------------------------------------
+@pytest.mark.slow
 def test_a_huge_image_is_skipped_with_a_reason_and_pillow_stays_quiet(tmp_path):
     folder = tmp_path / "imgs"
     write_images(folder, 3, size=(24, 24))

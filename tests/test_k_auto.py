@@ -84,6 +84,7 @@ def run(store, *args, code=0):
     return done
 
 
+@pytest.mark.slow
 def test_no_k_anywhere_through_the_cli_chooses_and_says_it(world, tmp_path):
     work, store, vocab = world
     k_true = len(vocab["color"]["present"])

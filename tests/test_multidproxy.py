@@ -224,6 +224,7 @@ def test_silhouette_is_exact_below_the_sample_size_and_sampled_above(monkeypatch
     assert train_mod._silhouette(X, 3, 4) == sampled  # the sample is seeded
 
 
+@pytest.mark.slow
 def test_kill9_then_rerun_resumes(small_store, tmp_path):
     other = Store(tmp_path / "copy.h5")
     shutil.copy(small_store.path, other.path)
@@ -276,6 +277,7 @@ def test_bad_input(small_store, tmp_path):
         train(empty, "thing", config=cfg(), device="cpu")
 
 
+@pytest.mark.slow
 def test_cli_defaults_are_the_config_defaults_and_preset_paper_is_literal(small_store):
     from dataclasses import asdict
 

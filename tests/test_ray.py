@@ -94,6 +94,7 @@ def _cpus_free(expected: float, within: float = 20.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_an_interrupted_ray_run_resumes_from_its_shards(cluster, folder, reference, tmp_path,
                                                         monkeypatch):
@@ -133,6 +134,7 @@ def test_an_unchanged_folder_never_starts_ray(folder, reference, tmp_path):
     assert (store.stat().st_mtime_ns, store.read_bytes()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_cli_json_prints_one_object_and_ray_stays_quiet(cluster, folder, tmp_path):
     store = tmp_path / "s.h5"
@@ -148,6 +150,7 @@ def test_cli_json_prints_one_object_and_ray_stays_quiet(cluster, folder, tmp_pat
     assert done.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_an_error_in_the_model_actors_is_one_line(cluster, folder, tmp_path):
     with pytest.raises(MdclustError, match=r"^unknown model 'no-such-model'; see `mdclust "

@@ -187,6 +187,7 @@ def hub():
     server.server_close()
 
 
+@pytest.mark.slow
 def test_download_into_the_hf_cache_then_load_from_it(tmp_path, folder, hub, listener):
     from mdclust.core.features import load_image_features
     from mdclust.stages.embed import embed as embed_api

@@ -52,6 +52,7 @@ def info(store: StoreLike = None) -> InfoResult:
         for key in snap.children(layout.FEATURES):
             a = snap.attrs(layout.features(key))
             models.append({"key": key, "model": a.get("model"), "pretrained": a.get("pretrained"),
+                           "precision": "int8" if a.get("variant") == "int8" else "float",
                            "dim": a.get("dim"),
                            "rows": (snap.shape(layout.features(key) + "/sha256") or (0,))[0],
                            "time": a.get("time")})
