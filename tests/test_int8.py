@@ -98,6 +98,19 @@ def test_a_damaged_cache_entry_is_exported_again(cache):
     sidecar.write_text("{not json")
     enc = ClipEncoder(spec, device="cpu")
     assert enc._model is not None and json.loads(sidecar.read_text())["dim"] == 64
+    (graph,) = cache.glob("*.onnx")
+    graph.write_bytes(graph.read_bytes()[:1000])  # a truncated graph: ONNX Runtime refuses it
+    enc = ClipEncoder(spec, device="cpu")
+    assert enc._model is not None and graph.stat().st_size > 1000
+    assert not list(cache.glob(".export-*"))  # no temporary folder left behind
+
+
+def test_an_unwritable_cache_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(int8.CACHE_ENV, str(blocker))
+    with pytest.raises(MdclustError, match="cannot write the int8 cache.*MDCLUST_CACHE"):
+        ClipEncoder(model_spec(TINY, "random"), device="cpu", precision="int8")
 
 
 def test_int8_is_cpu_only_and_unknown_precisions_are_named():

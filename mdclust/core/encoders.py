@@ -354,10 +354,15 @@ class ClipEncoder:
         from mdclust.core import int8
 
         found = int8.cached(self.spec)
-        if found is None:
+        threads = self._torch.get_num_threads()
+        try:
+            self._tower = int8.Int8Tower(found[0], threads) if found else None
+        except Exception:  # a damaged cache entry (ONNX Runtime raises its own types)
+            self._tower = None
+        if self._tower is None:
             found = int8.build(self.spec, self.model)
-        path, meta = found
-        self._tower = int8.Int8Tower(path, self._torch.get_num_threads())
+            self._tower = int8.Int8Tower(found[0], threads)
+        meta = found[1]
         self._dim = int(meta["dim"])
         if self._preprocess is None:
             if meta.get("preprocess"):

@@ -93,45 +93,58 @@ def build(spec, model) -> tuple[Path, dict]:
     """Export ``model.visual`` to ONNX, quantise it and cache both with the sidecar. Written
     beside the target and renamed, so a killed run or a second process never leaves half a
     graph under the final name."""
-    import torch
-
     _runtime()
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        import onnxruntime.quantization  # noqa: F401  (needs onnx)
     except ImportError as exc:  # onnxruntime without onnx
         raise MdclustError(f"--precision int8 needs the onnx package: {INSTALL_HINT}") from exc
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{cache_name(spec)}.onnx"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
+            return _export(spec, model, folder / f"{cache_name(spec)}.onnx", Path(tmp))
+    except OSError as exc:
+        raise MdclustError(f"cannot write the int8 cache in {folder}: {exc.strerror or exc} "
+                           f"(set ${CACHE_ENV} to a writable folder)") from exc
+
+
+def _export(spec, model, path: Path, tmp: Path) -> tuple[Path, dict]:
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     visual = model.visual.float().eval()
     cfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
     size = cfg.get("size") or visual.image_size
     size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
-        plain, quant = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        example = torch.zeros(2, 3, *size)
-        with torch.inference_mode():
-            dim = int(visual(example).shape[-1])
+    plain, quant = tmp / "fp32.onnx", tmp / "int8.onnx"
+    example = torch.zeros(2, 3, *size)
+    with torch.inference_mode():
+        dim = int(visual(example).shape[-1])
+    root = logging.getLogger()
+    level = root.level
+    try:
         # The TorchScript exporter: the dynamo one needs onnxscript and gave no faster graph.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notice that it is the legacy one
             torch.onnx.export(visual, (example,), str(plain), input_names=["pixels"],
                               output_names=["features"], opset_version=17, dynamo=False,
                               dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}})
-        root = logging.getLogger()
-        level = root.level
         root.setLevel(logging.ERROR)  # its advice to pre-process the graph is for static int8
-        try:
-            quantize_dynamic(str(plain), str(quant), weight_type=QuantType.QInt8,
-                             per_channel=True)
-        finally:
-            root.setLevel(level)
-        meta = {"dim": dim, "preprocess": {k: list(v) if isinstance(v, tuple) else v
-                                           for k, v in cfg.items()}, "key": spec.key}
-        sidecar = Path(tmp) / "meta.json"
-        sidecar.write_text(json.dumps(meta))
-        os.replace(quant, path)
-        os.replace(sidecar, path.with_suffix(".json"))
+        quantize_dynamic(str(plain), str(quant), weight_type=QuantType.QInt8, per_channel=True)
+    except OSError:
+        raise
+    except Exception as exc:  # an operator the exporter or the quantiser does not handle
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise MdclustError(f"cannot export {spec.model}'s image tower for int8 ({first}); "
+                           "use --precision fp32") from exc
+    finally:
+        root.setLevel(level)
+    meta = {"dim": dim, "preprocess": {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in cfg.items()}, "key": spec.key}
+    sidecar = tmp / "meta.json"
+    sidecar.write_text(json.dumps(meta))
+    os.replace(quant, path)
+    os.replace(sidecar, path.with_suffix(".json"))
     return path, meta
 
 
