@@ -207,3 +207,20 @@ def test_stages_reading_features_from_the_store_match_the_in_memory_results(
         np.testing.assert_array_equal(got[c], want)
     report = mdclust.report(tiny_store, tmp_path / "report")
     assert report.clusterings == 3
+
+
+def test_runs_in_two_passes_give_each_run_its_own_labels(monkeypatch):
+    """eval's runs share their passes over the rows (kmeans_runs) and give exactly what one
+    kmeans per seed gives, on an array and on rows assembled on demand."""
+    from mdclust.core.rows import ConcatRows
+
+    monkeypatch.setattr(baselines, "FAISS_POINTS_PER_CENTROID", 40)  # samples of 480 rows
+    monkeypatch.setattr(baselines, "ASSIGN_CHUNK", 700)
+    X, _ = blobs(n=5000)
+    V = blobs(n=5000, d=16, seed=2)[0].astype(np.float16)
+    for data in (X, ConcatRows(X, V)):
+        runs = baselines.kmeans_runs(data, 12, range(4), backend="faiss")
+        for seed, labels in enumerate(runs):
+            np.testing.assert_array_equal(labels, baselines.kmeans(data, 12, seed=seed,
+                                                                    backend="faiss"))
+    assert len({tuple(r) for r in runs}) > 1  # the seeds differ

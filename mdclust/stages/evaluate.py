@@ -23,7 +23,7 @@ from mdclust.core.labels import read_labels_csv
 from mdclust.core.layout import validate_interest
 from mdclust.core.metrics import scores
 from mdclust.core.store import Store, StoreLike, as_store
-from mdclust.methods.baselines import kmeans
+from mdclust.methods.baselines import kmeans_runs
 from mdclust.stages import label_free
 from mdclust.stages.cluster import read_clustering
 
@@ -155,8 +155,7 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     feats = load_image_features(store, params["model_key"])  # read once, for both uses
     X = clustering_features(store, group, feats)
     stored = np.asarray(group["label"])
-    all_runs = [stored] if X is None else [kmeans(X, k, seed=s, backend=backend)
-                                           for s in range(runs)]
+    all_runs = [stored] if X is None else kmeans_runs(X, k, range(runs), backend=backend)
     t = [truth[paths[i]] for i in rows]
     out = EvalResult(interest, method, aspect, k, len(rows), len(paths) - len(rows),
                      len(all_runs), len(set(t)), k_choice=params.get("k_choice"))
