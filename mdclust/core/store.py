@@ -127,12 +127,26 @@ def _read_dataset(ds: h5py.Dataset) -> Any:
     return ds[()]
 
 
+CHUNK_BYTES = 1 << 20  # a matrix is stored in chunks of whole rows, about this size
+
+
+def _chunks(value: np.ndarray) -> tuple[int, ...] | bool | None:
+    """Whole-row chunks for a matrix: every reader here takes blocks of rows, and h5py's own
+    guess for (10M, 512) float16 is (39063, 4), 128 column strips that made a block read
+    run at ~200 MB/s against ~900 MB/s for (1024, 512) (docs/benchmarks.md)."""
+    if value.ndim == 0 or value.size == 0:
+        return None
+    if value.ndim == 1:
+        return True
+    row = value.itemsize * int(np.prod(value.shape[1:]))
+    return (max(1, min(value.shape[0], CHUNK_BYTES // max(row, 1))), *value.shape[1:])
+
+
 def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
     if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
-        chunks = value.ndim > 0 and value.size > 0
+        chunks = _chunks(value)
         # fletcher32: a damaged chunk is an error on read, not silently wrong numbers
-        group.create_dataset(name, data=value, chunks=True if chunks else None,
-                             fletcher32=bool(chunks))
+        group.create_dataset(name, data=value, chunks=chunks, fletcher32=chunks is not None)
         return
     values = [str(v).encode() for v in (value.tolist() if isinstance(value, np.ndarray)
                                          else value)]
