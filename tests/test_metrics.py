@@ -33,3 +33,15 @@ def test_agrees_with_sklearn_on_random_labels():
         assert s["nmi"] == pytest.approx(normalized_mutual_info_score(t, p))
         assert s["ari"] == pytest.approx(adjusted_rand_score(t, p))
         assert s["ri"] == pytest.approx(rand_score(t, p))
+
+
+def test_integer_labels_score_as_their_strings_do():
+    """Cluster labels skip the detour through strings (10M rows); the scores are the same."""
+    from mdclust.core.metrics import codes
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 7, 500)
+    pred = (truth + (rng.random(500) < 0.3) * rng.integers(0, 5, 500)) % 9
+    as_text = scores([f"v{t}" for t in truth], [str(p) for p in pred])
+    assert scores(truth, pred) == as_text
+    assert scores(codes([f"v{t}" for t in truth]), pred) == as_text

@@ -21,7 +21,7 @@ from mdclust.core.errors import BadInput, MdclustError, QualityGateFailed, Stale
 from mdclust.core.features import clustering_features, load_image_features
 from mdclust.core.labels import read_labels_csv
 from mdclust.core.layout import validate_interest
-from mdclust.core.metrics import scores
+from mdclust.core.metrics import codes, scores
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.methods.baselines import kmeans_runs
 from mdclust.stages import label_free
@@ -156,9 +156,9 @@ def evaluate(store: StoreLike, interest: str | None = None, *, method: str = "km
     X = clustering_features(store, group, feats)
     stored = np.asarray(group["label"])
     all_runs = [stored] if X is None else kmeans_runs(X, k, range(runs), backend=backend)
-    t = [truth[paths[i]] for i in rows]
+    t = codes([truth[paths[i]] for i in rows])  # once, not per run
     out = EvalResult(interest, method, aspect, k, len(rows), len(paths) - len(rows),
-                     len(all_runs), len(set(t)), k_choice=params.get("k_choice"))
+                     len(all_runs), len(np.unique(t)), k_choice=params.get("k_choice"))
     if truth is not None:
         per_run = [scores(t, labs[rows]) for labs in all_runs]
         for m in METRICS:
