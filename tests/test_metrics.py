@@ -45,3 +45,16 @@ def test_integer_labels_score_as_their_strings_do():
     as_text = scores([f"v{t}" for t in truth], [str(p) for p in pred])
     assert scores(truth, pred) == as_text
     assert scores(codes([f"v{t}" for t in truth]), pred) == as_text
+
+
+def test_one_table_for_all_four_agrees_with_sklearn_closely_and_at_the_edges():
+    rng = np.random.default_rng(1)
+    cases = [(rng.integers(0, k, n), rng.integers(0, m, n)) for k, m, n in
+             ((3, 5, 50), (10, 10, 5000), (2, 30, 700))]
+    cases += [(np.zeros(20, int), np.zeros(20, int)), (np.zeros(20, int), np.arange(20) % 4),
+              (np.arange(20) % 4, np.zeros(20, int)), (np.arange(9), np.arange(9))]
+    for t, p in cases:
+        s = scores(t, p)
+        assert s["nmi"] == pytest.approx(normalized_mutual_info_score(t, p), rel=1e-12, abs=1e-15)
+        assert s["ari"] == pytest.approx(adjusted_rand_score(t, p), rel=1e-12, abs=1e-15)
+        assert s["ri"] == pytest.approx(rand_score(t, p), rel=1e-12)
