@@ -81,6 +81,7 @@ def test_missing_weights_fail_fast_without_network(images, store_path):
     assert not store_path.exists()
 
 
+@pytest.mark.slow
 def test_kill9_mid_run_then_resume(tmp_path):
     folder = tmp_path / "many"
     write_images(folder, 300, size=(24, 24))

@@ -93,6 +93,7 @@ def test_a_held_lock_is_named_and_given_up_on(small):
     assert bad.returncode == 2 and "MDCLUST_LOCK_TIMEOUT must be a number" in error_line(bad)
 
 
+@pytest.mark.slow
 def test_a_lock_released_in_time_lets_the_command_finish(small):
     holder = subprocess.Popen([os.sys.executable, "-c",
                                "import sys, time; from mdclust.core.store import Store; "
@@ -1241,6 +1242,7 @@ def test_a_huge_image_is_skipped_with_a_reason_and_pillow_stays_quiet(tmp_path):
     assert out["images"] == 4 and [s["path"] for s in out["skipped"]] == ["huger.png"]
 
 
+@pytest.mark.slow
 def test_report_shows_a_placeholder_for_a_huge_image_and_pillow_stays_quiet(tmp_path):
     st = clustered(tmp_path)
     victim = sorted((tmp_path / "imgs").rglob("*.png"))[0]

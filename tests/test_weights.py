@@ -91,6 +91,7 @@ def listener():
     lst.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ViT-B-32", f"hf-hub:{HUB_REPO}"])
 def test_no_network_fails_within_10_s_with_one_line(tmp_path, folder, model):
     store = tmp_path / "s.h5"
@@ -105,6 +106,7 @@ def test_no_network_fails_within_10_s_with_one_line(tmp_path, folder, model):
     assert not list((tmp_path / "hf-home").glob("hub/models--*/snapshots/*/*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--offline", "HF_HUB_OFFLINE=1"])
 def test_offline_makes_no_connection(tmp_path, folder, listener, how):
     extra = {"HF_HUB_OFFLINE": "1"} if how == "HF_HUB_OFFLINE=1" else {}
