@@ -91,9 +91,6 @@ class StoredRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def close(self) -> None:
-        self._file.close()
-
     def _block(self, start: int) -> np.ndarray:
         """Stored rows [start, start + FEATURE_BLOCK) as float16; the last one read is kept,
         since callers walk the rows in slices smaller than a block (text counterparts: 8,192)."""
@@ -198,11 +195,11 @@ def clustering_features(store, group,
         return layout.read_trained(store, interest_name, group.attrs["method"])[1]
     V = group.data.get("text_counterpart")
     if V is None:  # not read with the group: read it now, or in blocks where E is read so
-        where = layout.clustering(group.attrs["params"].get("interest"),
-                                  group.attrs["method"]) + "/text_counterpart"
+        path = layout.clustering(group.attrs["params"].get("interest"), group.attrs["method"])
         if isinstance(feats.vectors, StoredRows):
-            return ConcatRows(feats.vectors, StoredRows(store, where, normalise=False,
+            return ConcatRows(feats.vectors, StoredRows(store, path + "/text_counterpart",
+                                                        normalise=False,
                                                         what="text counterparts"))
-        V = store.read_group(where.rsplit("/", 1)[0], ("text_counterpart",))["text_counterpart"]
+        V = store.read_group(path, ("text_counterpart",))["text_counterpart"]
     return ConcatRows(feats.vectors, check_finite(V, "text counterparts",
                                                   str(store.path)))  # [E; V], read in blocks

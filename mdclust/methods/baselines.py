@@ -67,27 +67,40 @@ def kmeans(X, k: int, seed: int = 0, spherical: bool = False,
                   random_state=seed).fit_predict(np.asarray(X, dtype=np.float32))
 
 
+def _draw(n: int, size: int, seed: int) -> np.ndarray | slice:
+    # The sample is ours, not faiss': the same rows whether X is an array or built on demand.
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False)) if n > size \
+        else slice(None)
+
+
+def _trained_index(sample: np.ndarray, k: int, seed: int, spherical: bool, n_init: int,
+                   max_iter: int):
+    import faiss
+
+    km = faiss.Kmeans(sample.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
+                      seed=seed, spherical=spherical, verbose=False,
+                      max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
+    km.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return km.index
+
+
+def _assign(X, indexes) -> list[np.ndarray]:
+    """Each row's nearest centroid under each index, one pass over ``X`` in blocks."""
+    labels = [np.empty(len(X), dtype=np.int64) for _ in indexes]
+    for i in range(0, len(X), ASSIGN_CHUNK):
+        block = np.ascontiguousarray(X[i:i + ASSIGN_CHUNK], dtype=np.float32)
+        for out, index in zip(labels, indexes):
+            out[i:i + ASSIGN_CHUNK] = index.search(block, 1)[1][:, 0]
+    return labels
+
+
 def faiss_kmeans(X, k: int, seed: int = 0, spherical: bool = False,
                  n_init: int = 10, max_iter: int = 300) -> np.ndarray:
     """``X``: an array, or anything that gives float32 rows for a slice or an index array
     (core.rows.ConcatRows): only the training sample and one block of rows are held at once."""
-    import faiss
-
-    n, size = len(X), k * FAISS_POINTS_PER_CENTROID
-    # The sample is ours, not faiss': the same rows whether X is an array or built on demand.
-    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False)) if n > size \
-        else slice(None)
-    sample = np.ascontiguousarray(X[rows], dtype=np.float32)
-    km = faiss.Kmeans(sample.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
-                      seed=seed, spherical=spherical, verbose=False,
-                      max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
-    km.train(sample)
-    del sample
-    labels = np.empty(n, dtype=np.int64)
-    for i in range(0, n, ASSIGN_CHUNK):
-        block = np.ascontiguousarray(X[i:i + ASSIGN_CHUNK], dtype=np.float32)
-        labels[i:i + ASSIGN_CHUNK] = km.index.search(block, 1)[1][:, 0]
-    return labels
+    rows = _draw(len(X), k * FAISS_POINTS_PER_CENTROID, seed)
+    index = _trained_index(X[rows], k, seed, spherical, n_init, max_iter)
+    return _assign(X, [index])[0]
 
 
 SAMPLES_IN_MEMORY = 2 << 30  # bytes of all runs' training samples read in one pass, at most
@@ -101,32 +114,18 @@ def kmeans_runs(X, k: int, seeds, spherical: bool = False, n_init: int = 10,
     what makes `eval`'s 10 runs affordable when ``X`` is read from the store (10M rows: 10 GB
     per pass)."""
     seeds = list(seeds)
-    if backend_for(backend, len(X)) != "faiss" or len(seeds) < 2:
+    n, size = len(X), k * FAISS_POINTS_PER_CENTROID
+    if backend_for(backend, n) != "faiss" or len(seeds) < 2 or n <= size \
+            or len(seeds) * size * X.shape[1] * 4 > SAMPLES_IN_MEMORY:
         return [kmeans(X, k, seed=s, spherical=spherical, n_init=n_init, max_iter=max_iter,
                        backend=backend) for s in seeds]
-    import faiss
-
-    n, size = len(X), k * FAISS_POINTS_PER_CENTROID
-    if n <= size or len(seeds) * size * X.shape[1] * 4 > SAMPLES_IN_MEMORY:
-        return [faiss_kmeans(X, k, seed=s, spherical=spherical, n_init=n_init,
-                             max_iter=max_iter) for s in seeds]
-    draws = [np.sort(np.random.default_rng(s).choice(n, size, replace=False)) for s in seeds]
+    draws = [_draw(n, size, s) for s in seeds]
     union = np.unique(np.concatenate(draws))
     rows = np.ascontiguousarray(X[union], dtype=np.float32)
-    indexes = []
-    for seed, draw in zip(seeds, draws):
-        km = faiss.Kmeans(rows.shape[1], k, niter=min(max_iter, FAISS_NITER), nredo=n_init,
-                          seed=seed, spherical=spherical, verbose=False,
-                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
-        km.train(np.ascontiguousarray(rows[np.searchsorted(union, draw)]))
-        indexes.append(km.index)
+    indexes = [_trained_index(rows[np.searchsorted(union, draw)], k, seed, spherical, n_init,
+                              max_iter) for seed, draw in zip(seeds, draws)]
     del rows
-    labels = [np.empty(n, dtype=np.int64) for _ in seeds]
-    for i in range(0, n, ASSIGN_CHUNK):
-        block = np.ascontiguousarray(X[i:i + ASSIGN_CHUNK], dtype=np.float32)
-        for out, index in zip(labels, indexes):
-            out[i:i + ASSIGN_CHUNK] = index.search(block, 1)[1][:, 0]
-    return labels
+    return _assign(X, indexes)
 
 
 def spherical_kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
