@@ -156,7 +156,7 @@ def pca_targets(vecs: np.ndarray, dim: int, drop: int = 0) -> np.ndarray:
     length: every prompt shares a large common part ("a photo of a"), which centring removes
     before the projection spends dimensions on it; the first axes left after that separate
     text forms (bare word, prompt, caption) rather than meanings, and dropping them ("all but
-    the top") is what the dev criterion of docs/models.md chose."""
+    the top") raised the dev criterion of docs/models.md (v3.1, not shipped)."""
     centred = vecs - vecs.mean(0)
     _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 40000)], full_matrices=False)
     out = centred @ vt[drop:drop + dim].T
@@ -355,8 +355,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mdclust-train")
     ap.add_argument("--gloss", type=float, default=0.5,
                     help="weight of the WordNet definition in a word's target")
-    ap.add_argument("--drop-axes", type=int, default=4,
-                    help="leading principal axes of the teacher vectors left out")
+    ap.add_argument("--drop-axes", type=int, default=0,
+                    help="leading principal axes of the teacher vectors left out (4: the "
+                         "v3.1 candidate of docs/models.md, not shipped)")
     ap.add_argument("--captions", type=int, default=40000, help="captions in the distil set")
     ap.add_argument("--text-steps", type=int, default=4000)
     ap.add_argument("--text-batch", type=int, default=1024)
@@ -396,9 +397,10 @@ def main() -> None:
     texts = list(prompts)
     # The distilled tower is cached: it depends only on the texts and the stage-1 arguments,
     # so a rerun that changes stage 2 alone does not redo stage 1.
-    stage1 = {k: str(getattr(args, k)) for k in ("teacher", "gloss", "drop_axes", "captions",
-                                                  "text_steps",
+    stage1 = {k: str(getattr(args, k)) for k in ("teacher", "gloss", "captions", "text_steps",
                                                   "text_batch", "text_lr", "seed")}
+    if args.drop_axes:  # keyed only when set, so v3's cached tower stays valid
+        stage1["drop_axes"] = str(args.drop_axes)
     key = hashlib.sha256((json.dumps(stage1) + "\n".join(texts)).encode()).hexdigest()[:16]
     cached = args.cache / f"text-tower-{key}.pt"
     if cached.is_file():

@@ -1,4 +1,4 @@
-"""The bundled tiny CLIP (v3.1) must stay useful: zero-shot floors over each aspect's *full*
+"""The bundled tiny CLIP (v3) must stay useful: zero-shot floors over each aspect's *full*
 vocabulary in both generated worlds, below the measured figures (docs/models.md) but far above
 chance, and a text side where words no training caption uses land with their kind."""
 
@@ -9,17 +9,17 @@ from pathlib import Path
 from mdclust.core.encoders import BUNDLED_WEIGHTS, ClipEncoder, model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-# Measured on 1,000 images of seed 20000 (docs/models.md): shapes 0.984 / 0.484 / 0.981 / 0.992
-# / 0.980, glyphs 0.176 / 0.603 / 0.902 / 0.871 / 0.994 / 0.988. Character stays low (chance
-# 1/26): the text side barely tells "letter A" from "letter B" (docs/models.md).
+# Measured on 1,000 images of seed 20000 (docs/models.md): shapes 0.968 / 0.501 / 0.979 / 0.983
+# / 0.977, glyphs 0.104 / 0.632 / 0.900 / 0.868 / 0.990 / 0.992. Character stays near chance
+# (1/26): the text side barely tells "letter A" from "letter B" (docs/models.md).
 FLOORS = {"shapes": {"color": 0.9, "shape": 0.4, "background": 0.9, "count": 0.9,
                      "texture": 0.9},
-          "glyphs": {"character": 0.1, "typeface": 0.5, "weight": 0.8, "slant": 0.75,
+          "glyphs": {"character": 0.06, "typeface": 0.5, "weight": 0.8, "slant": 0.75,
                      "color": 0.9, "background": 0.9}}
 # Share of WordNet's colour, plane-figure and font words that no training caption contains
 # whose nearest value (of all 92, both worlds) is of their kind: floors below the measured
-# 0.696 / 0.754 / 0.632 (docs/models.md), far above chance (16/92, 12/92, 9/92).
-KIND_FLOORS = {"color": 0.6, "shape": 0.65, "typeface": 0.5}
+# 0.587 / 0.509 / 0.632 (docs/models.md), far above chance (16/92, 12/92, 9/92).
+KIND_FLOORS = {"color": 0.5, "shape": 0.4, "typeface": 0.5}
 
 
 def load_script(name):
@@ -37,9 +37,7 @@ def test_bundled_weights_are_small_and_load_offline():
     enc = ClipEncoder(spec, device="cpu")
     assert enc.dim == 64
     report = json.loads(path.with_suffix(".json").read_text())
-    # The training time is a figure of docs/models.md (its target was missed), not a gate here.
-    assert report["version"] == 3 and float(report["minutes"]) > 0
-    assert report["drop_axes"] == 4
+    assert report["version"] == 3 and float(report["minutes"]) <= 30
     for world, floors in FLOORS.items():
         for aspect, floor in floors.items():
             assert report["zero_shot_accuracy"][world][aspect] >= floor, (world, aspect)
@@ -69,10 +67,5 @@ def test_unseen_words_land_with_their_kind():
     values = language.all_values()
     vecs = enc.encode_texts([f"a photo of a {x}." for _, _, x in values])
     t = enc.encode_texts([f"a photo of a {w}." for w in v])
-    sims = t @ vecs.T
-    landed = [values[i][1] for i in sims.argmax(1)]
-    # v3.1 puts "hexagon" on the pattern "diagonal" (0.67), a hair before "triangle" (0.66):
-    # every word must have its kind first or second, and all but one first.
-    second = [values[i][1] for i in sims.argsort(1)[:, -2]]
-    assert all(k in (a, b) for k, a, b in zip(v.values(), landed, second)), dict(zip(v, landed))
-    assert sum(a == k for k, a in zip(v.values(), landed)) >= len(v) - 1, dict(zip(v, landed))
+    landed = [values[i][1] for i in (t @ vecs.T).argmax(1)]
+    assert landed == list(v.values()), dict(zip(v, landed))
