@@ -1,6 +1,6 @@
 """Dev study for mdclust-tiny's text tower: how well the distillation targets, and students
-trained on them, place words of a kind with that kind (docs/models.md, "How the text tower was
-chosen").
+trained on them, place words of a kind with that kind (docs/models.md, "v3.1: a candidate
+trained and measured, not shipped").
 
 Dev criterion (what choices are made on): WordNet hyponyms of six kinds the language test does
 not use (fruit, placental mammal, vehicle, musical instrument, tree, fabric), 60 of each,
@@ -134,8 +134,7 @@ def main() -> None:
                 vecs = raw
             elif "-" in d:  # "drop-dim": the top `drop` axes removed (all-but-the-top)
                 drop, dim = map(int, d.split("-"))
-                vecs = ttc.pca_targets(raw, drop + dim)[:, drop:]
-                vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+                vecs = ttc.pca_targets(raw, dim, drop)
             else:
                 vecs = ttc.pca_targets(raw, int(d))
             enc = lookup(texts, vecs)
