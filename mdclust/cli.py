@@ -83,6 +83,32 @@ def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
+def _methods(given: list[str], known=None) -> list[str]:
+    """--method values, repeatable and comma-separated, in order, each once; ``known`` (a
+    name -> None that raises BadInput) checks every name before the first one runs."""
+    out: list[str] = []
+    for value in given:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                raise mdclust.BadInput(f"--method has an empty name in {value!r}")
+            if name not in out:
+                out.append(name)
+    for name in out if known else ():
+        known(name)
+    return out
+
+
+def _filter_score(name: str) -> None:
+    if name not in methods.FILTER_TO_METHOD:
+        raise mdclust.BadInput(f"unknown filter method {name!r}: use gradnorm, msp or cosine")
+
+
+def _emit_results(objs: list[dict]) -> None:
+    """One method: its object, as always; several: ``{"results": [...]}``, in the order given."""
+    _emit_json(objs[0] if len(objs) == 1 else {"results": objs})
+
+
 KMaxOpt = typer.Option(None, "--k-max", help="The largest k --k auto considers [default: "
                                              "20, at most the candidates and images / 5].")
 
@@ -306,7 +332,8 @@ BackendOpt = typer.Option("auto", help="k-means: auto (faiss from 20,000 images,
 @_command
 def filter_cmd(
     interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
-    method: str = typer.Option("gradnorm", help="gradnorm, msp (TAC) or cosine (SIC)."),
+    method: list[str] = typer.Option(["gradnorm"], help="gradnorm, msp (TAC) or cosine (SIC); "
+                                     "repeat (or comma-separate) for several in one run."),
     pool: str = typer.Option("candidates", help="candidates (the interest's) or wordnet-all."),
     k: str = typer.Option("auto", help="Clusters wanted K, sets C = N/600 or 3K; auto: the "
                                       "candidates' --k, else chosen (docs/k.md)."),
@@ -333,27 +360,32 @@ def filter_cmd(
         sample_n = int(sample)
     else:
         raise mdclust.BadInput(f"--sample must be a number of images or 'all', not {sample!r}")
-    res = mdclust.filter_nouns(_store(store), interest, method=method, pool=pool, k=_k(k),
-                               k_max=k_max,
-                               clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
-                               batch=batch, min_steps=min_steps, seed=seed, model=model,
-                               template=template, sample=sample_n,
-                               show_progress=not (quiet or as_json))
-    _say_k(res.k_choice, quiet)
+    objs = []
+    for name in _methods(method, _filter_score):
+        res = mdclust.filter_nouns(_store(store), interest, method=name, pool=pool, k=_k(k),
+                                   k_max=k_max,
+                                   clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
+                                   batch=batch, min_steps=min_steps, seed=seed, model=model,
+                                   template=template, sample=sample_n,
+                                   show_progress=not (quiet or as_json))
+        _say_k(res.k_choice, quiet)
+        objs.append(res.to_json())
+        if not (as_json or quiet):
+            shown = ", ".join(res.selected[:40]) + (" ..." if len(res.selected) > 40 else "")
+            typer.echo(f"{len(res.selected)} of {res.pool_size} nouns kept for "
+                       f"{res.interest!r} ({res.method}, C = {res.classes}, "
+                       f"{res.seconds:.1f} s): {shown}")
     if as_json:
-        _emit_json(res.to_json())
-    elif not quiet:
-        shown = ", ".join(res.selected[:40]) + (" ..." if len(res.selected) > 40 else "")
-        typer.echo(f"{len(res.selected)} of {res.pool_size} nouns kept for {res.interest!r} "
-                   f"({res.method}, C = {res.classes}, {res.seconds:.1f} s): {shown}")
+        _emit_results(objs)
 
 
 @app.command("cluster")
 @_command
 def cluster_cmd(
     interest: Optional[str] = InterestOpt,
-    method: str = typer.Option("kmeans", help="kmeans, zeroshot, gradnorm, tac, sic, "
-                                              "multidproxy or pipcdr."),
+    method: list[str] = typer.Option(["kmeans"], help="kmeans, zeroshot, gradnorm, tac, sic, "
+                                     "multidproxy or pipcdr; repeat (or comma-separate) for "
+                                     "several in one run."),
     k: str = typer.Option("auto", help="Number of clusters, or auto: the candidates' --k, "
                                       "a trained method's own, else chosen (docs/k.md)."),
     k_max: Optional[int] = KMaxOpt,
@@ -367,18 +399,21 @@ def cluster_cmd(
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Cluster the images for an interest with a method; stores labels, names and features."""
-    res = mdclust.cluster(_store(store), interest, method=method, k=_k(k), k_max=k_max,
-                          seed=seed,
-                          model=model, spherical=spherical, kappa=kappa, backend=backend,
-                          names_from=names_from)
-    _say_k(res.k_choice, quiet)
+    objs = []
+    for name in _methods(method, methods.get):
+        res = mdclust.cluster(_store(store), interest, method=name, k=_k(k), k_max=k_max,
+                              seed=seed,
+                              model=model, spherical=spherical, kappa=kappa, backend=backend,
+                              names_from=names_from)
+        _say_k(res.k_choice, quiet)
+        objs.append(res.to_json())
+        if not (as_json or quiet):
+            named = f"; clusters: {', '.join(res.names)}" if res.names else ""
+            typer.echo(f"{res.n} images in {res.k} clusters ({res.method}"
+                       + (f", interest {res.interest!r}" if res.interest else "")
+                       + f"), sizes {res.sizes}{named}")
     if as_json:
-        _emit_json(res.to_json())
-    elif not quiet:
-        named = f"; clusters: {', '.join(res.names)}" if res.names else ""
-        typer.echo(f"{res.n} images in {res.k} clusters ({res.method}"
-                   + (f", interest {res.interest!r}" if res.interest else "")
-                   + f"), sizes {res.sizes}{named}")
+        _emit_results(objs)
 
 
 @app.command("train")
@@ -508,7 +543,8 @@ def train_cmd(
 @_command
 def eval_cmd(
     interest: Optional[str] = InterestOpt,
-    method: str = typer.Option("kmeans", help="The clustering to score."),
+    method: list[str] = typer.Option(["kmeans"], help="The clustering to score; repeat (or "
+                                     "comma-separate) for several in one run."),
     aspect: Optional[str] = typer.Option(None, help="Ground-truth aspect [default: the "
                                                     "interest's name, or the only one]."),
     labels: Optional[Path] = typer.Option(None, help="Ground-truth CSV (path, aspects...) "
@@ -522,28 +558,40 @@ def eval_cmd(
 ) -> None:
     """Score a clustering: NMI, ARI, ACC, RI against ground truth when there is any, and
     stability, silhouette and interest agreement without labels."""
-    try:
-        res = mdclust.evaluate(_store(store), interest, method=method, aspect=aspect,
-                               labels=labels, runs=runs, fail_under_nmi=fail_under_nmi,
-                               backend=backend)
-    except mdclust.QualityGateFailed as exc:
-        if as_json:
-            _emit_json(exc.details)
-        raise
+    objs, failed = [], []
+    for name in _methods(method, methods.get):
+        try:
+            res = mdclust.evaluate(_store(store), interest, method=name, aspect=aspect,
+                                   labels=labels, runs=runs, fail_under_nmi=fail_under_nmi,
+                                   backend=backend)
+        except mdclust.QualityGateFailed as exc:
+            # the other methods are still scored: a gate over several says which fell short
+            objs.append(exc.details)
+            failed.append(exc)
+            continue
+        objs.append(res.to_json())
+        if not (as_json or quiet):
+            _say_eval(res)
     if as_json:
-        _emit_json(res.to_json())
-    elif not quiet:
-        runs = f"{res.runs} run{'s' if res.runs > 1 else ''}"
-        if res.labelled:
-            typer.echo(f"{res.method} on {res.aspect} ({res.n} images, k = {res.k}, {runs}): "
-                       + "  ".join(f"{m.upper()} {getattr(res, m):.4f}±"
-                                   f"{getattr(res, m + '_std'):.4f}" for m in mdclust.METRICS))
-        free = [(name, getattr(res, key)) for name, key in (
-            ("stability", "stability"), ("silhouette", "silhouette"),
-            ("interest agreement", "interest_agreement")) if getattr(res, key) is not None]
-        typer.echo(("without labels" if res.labelled else
-                    f"{res.method} ({res.n + res.unlabeled} images, k = {res.k}, {runs}), "
-                    "no labels") + ": " + "  ".join(f"{name} {v:.3f}" for name, v in free))
+        _emit_results(objs)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise mdclust.QualityGateFailed("; ".join(str(exc) for exc in failed))
+
+
+def _say_eval(res) -> None:
+    runs = f"{res.runs} run{'s' if res.runs > 1 else ''}"
+    if res.labelled:
+        typer.echo(f"{res.method} on {res.aspect} ({res.n} images, k = {res.k}, {runs}): "
+                   + "  ".join(f"{m.upper()} {getattr(res, m):.4f}±"
+                               f"{getattr(res, m + '_std'):.4f}" for m in mdclust.METRICS))
+    free = [(name, getattr(res, key)) for name, key in (
+        ("stability", "stability"), ("silhouette", "silhouette"),
+        ("interest agreement", "interest_agreement")) if getattr(res, key) is not None]
+    typer.echo(("without labels" if res.labelled else
+                f"{res.method} ({res.n + res.unlabeled} images, k = {res.k}, {runs}), "
+                "no labels") + ": " + "  ".join(f"{name} {v:.3f}" for name, v in free))
 
 
 @app.command("export")

@@ -96,6 +96,55 @@ def test_tac_sic_and_kmeans_run_and_are_scored(demo):
     assert km["runs"] == 3 and km["interest"] is None
 
 
+def test_several_methods_in_one_command_as_one_each(demo, tmp_path):
+    """`--method a,b --method c` runs each in order, stores what one command each would, and
+    prints one object {"results": [...]} with --json (a single method keeps its own object)."""
+    one = tmp_path / "one.h5"
+    shutil.copy(demo, one)
+    for score in ("msp", "cosine"):
+        cli(one, "filter", "--interest", "color", "--method", score, "--k", "6", "--quiet")
+    singles = [cli_json(one, "cluster", "--interest", "color", "--method", m, "--k", "6")
+               for m in ("kmeans", "tac", "sic")]
+    scores = [cli_json(one, "eval", "--interest", "color", "--method", m, "--runs", "2")
+              for m in ("kmeans", "tac", "sic")]
+    many = tmp_path / "many.h5"
+    shutil.copy(demo, many)
+    f = cli_json(many, "filter", "--interest", "color", "--method", "msp,cosine", "--k", "6")
+    assert [r["method"] for r in f["results"]] == ["msp", "cosine"]
+    c = cli_json(many, "cluster", "--interest", "color", "--method", "kmeans,tac",
+                 "--method", "sic", "--method", "tac", "--k", "6")["results"]
+    assert [r["method"] for r in c] == ["kmeans", "tac", "sic"]  # in order, each once
+    assert [r["sizes"] for r in c] == [r["sizes"] for r in singles]
+    e = cli_json(many, "eval", "--interest", "color", "--method", "kmeans,tac,sic",
+                 "--runs", "2")["results"]
+    for a, b in zip(e, scores):
+        assert a["method"] == b["method"]
+        assert a["per_run"]["nmi"] == pytest.approx(b["per_run"]["nmi"], abs=1e-9)
+    assert e[1]["nmi"] > 0.8 > e[0]["nmi"]  # tac follows colour, k-means does not
+
+
+def test_several_methods_gate_and_bad_names(demo, tmp_path):
+    copy = tmp_path / "s.h5"
+    shutil.copy(demo, copy)
+    cli(copy, "cluster", "--interest", "color", "--method", "kmeans,zeroshot", "--k", "6",
+        "--quiet")
+    # the gate scores every method, prints all under --json, and exits 1 naming each failure
+    r = cli(copy, "eval", "--interest", "color", "--method", "kmeans,zeroshot", "--json",
+            "--fail-under-nmi", "0.95", code=1)
+    out = json.loads(r.stdout)["results"]
+    assert [x["method"] for x in out] == ["kmeans", "zeroshot"]
+    assert out[0]["nmi"] < 0.95 and r.stderr.count("\n") == 1 and "kmeans" in r.stderr
+    # an unknown name anywhere in the list stops the command before the first one runs
+    before = digest(copy)
+    for args, message in ((["cluster", "--method", "zeroshot,spectral"], "unknown method"),
+                          (["filter", "--method", "msp,magic"], "unknown filter"),
+                          (["eval", "--method", "kmeans,"], "empty name")):
+        r = cli(copy, *args, "--interest", "color", "--k", "6", code=2) if args[0] != "eval" \
+            else cli(copy, *args, "--interest", "color", code=2)
+        assert message in r.stderr and r.stderr.count("\n") == 1 and r.stdout == ""
+    assert digest(copy) == before
+
+
 def test_filter_never_reads_labels(demo, tmp_path):
     copy = tmp_path / "nolabels.h5"
     shutil.copy(demo, copy)
