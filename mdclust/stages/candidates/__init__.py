@@ -204,7 +204,9 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None,
         from mdclust.core.features import load_image_features
         from mdclust.stages import kchoice
 
-        feats = load_image_features(store, model)
+        # streamed: the estimate reads a 3,000-row sample (none when k is given), so holding
+        # every feature would cost 2 GB and ~15 s at 1M images only to print a line
+        feats = load_image_features(store, model, stream=True)
         result.k_choice = kchoice.for_interest(
             store, interest, k, len(feats.paths), feats.vectors, feats.key,
             k_max=k_max, words=result.words, template=template or DEFAULT_TEMPLATE).to_json()
