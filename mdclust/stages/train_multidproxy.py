@@ -142,8 +142,9 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
               "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid),
               "k_choice": choice.to_json()}
     save(store, interest, "multidproxy", {
-        "path": feats.paths, "fused": fused.astype(np.float32),
-        "proxies": proxies.astype(np.float32), "candidates": result.candidates,
+        # both are float32 already: no second copy of N x d each (4 GB at 1M x 512)
+        "path": feats.paths, "fused": fused.astype(np.float32, copy=False),
+        "proxies": proxies.astype(np.float32, copy=False), "candidates": result.candidates,
         "history_round": np.array([r for r, kept in enumerate(fit.history, start=1)
                                    for _ in kept], dtype=np.int32),
         "history_word": [words[i] for kept in fit.history for i in kept],

@@ -157,7 +157,7 @@ def train_pipcdr(store: Store, interest: str | None, cfg: PipcdrConfig | None, *
         params = {**asdict(cfg), "model_key": key, "device": dev, "augmentation": how,
                   "k_choice": choice.to_json()}
         save(store, interest, "pipcdr", {
-            "path": paths, "features": trainer.features().astype(np.float32),
+            "path": paths, "features": trainer.features().astype(np.float32, copy=False),
             "pseudo_label": trainer.labels.cpu().numpy().astype(np.int32),
         }, trainer.curves, {"params": params, "resumed_from": result.resumed_from})
         checkpoint.remove()
