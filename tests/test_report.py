@@ -202,6 +202,46 @@ def test_cards_show_the_label_free_scores_label_free_computes(demo):
         free_scores(html, "color-kmeans")["interest_agreement"]) + 0.3
 
 
+def test_past_the_threshold_every_card_score_comes_from_one_sample(demo, monkeypatch):
+    """At scale (thresholds lowered here: 300 images count as many) the card reads one seeded
+    sample of rows and computes stability, silhouette and agreement on it: equal to
+    label_free's scores on those rows, and near the scores on every row."""
+    import numpy as np
+
+    from mdclust.core import layout
+    from mdclust.core.features import clustering_features, load_image_features
+    from mdclust.methods.baselines import kmeans
+    from mdclust.stages import label_free, report_card
+
+    monkeypatch.setattr(report_card, "SAMPLED_FROM", 100)
+    monkeypatch.setattr(report_card, "STABILITY_ROWS", 200)
+    work, store, _ = demo
+    out = work / "sampled"
+    mdclust.report(store, out, thumbs=1)
+    html = (out / "index.html").read_text()
+    st = mdclust.Store(store)
+    rows = np.sort(np.random.default_rng(0).choice(300, 200, replace=False))
+    for interest, method in (("color", "gradnorm"), ("color", "kmeans"),
+                             ("background", "zeroshot")):
+        g = st.read_group(layout.clustering(interest, method))
+        E = load_image_features(st, g.attrs["params"]["model_key"]).vectors
+        X = clustering_features(st, g)
+        k = g.attrs["params"]["k"]
+        own = E[rows] if X is None else X[rows]
+        runs = None if X is None else [kmeans(own, k, seed=s) for s in range(3)]
+        want = label_free.scores(st, g, E, X, runs, sample=(rows, E[rows], own))
+        full = label_free.scores(st, g, E, X, None)
+        shown = free_scores(html, f"{interest}-{method}")
+        for name in ("stability", "silhouette", "interest_agreement"):
+            expect = "—" if want[name] is None else f"{want[name]:.3f}"
+            assert shown[name] == expect, (interest, method, name, shown, want)
+        # the sample's scores are the whole's, give or take; a zeroshot clustering still
+        # agrees with its own words exactly (they are chosen on every row)
+        assert abs(want["interest_agreement"] - full["interest_agreement"]) < 0.05
+        assert abs(want["silhouette"] - full["silhouette"]) < 0.05
+    assert want["interest_agreement"] == full["interest_agreement"] == 1.0
+
+
 def test_stale_or_missing_inputs_show_dashes_not_a_failure(demo, tmp_path):
     from mdclust.core import layout
     from mdclust.core.store import Store

@@ -166,17 +166,24 @@ def zero_shot(E: np.ndarray, T: np.ndarray, k: int,
     Returns (labels in [0, k'), indices of the candidates that name the clusters), k' <= k.
     Works through ``E`` in chunks: memory stays (chunk x candidates) at any N.
     """
-    def argmax(T_: np.ndarray) -> np.ndarray:
-        return np.concatenate([(E[i:i + chunk] @ T_.T).argmax(1)
-                               for i in range(0, len(E), chunk)]) if len(E) else \
-            np.zeros(0, dtype=np.int64)
+    used = zero_shot_words(E, T, k, chunk)
+    return _argmax(E, T[used], chunk), used
 
-    first = argmax(T)
-    used, counts = np.unique(first, return_counts=True)
+
+def _argmax(E, T: np.ndarray, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+    return np.concatenate([(E[i:i + chunk] @ T.T).argmax(1)
+                           for i in range(0, len(E), chunk)]) if len(E) else \
+        np.zeros(0, dtype=np.int64)
+
+
+def zero_shot_words(E, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+    """The candidates zero-shot assigns among (indices, sorted): those some image prefers,
+    at most the k chosen by most images. One pass over ``E``."""
+    used, counts = np.unique(_argmax(E, T, chunk), return_counts=True)
     if len(used) > k:
         order = np.lexsort((used, -counts))  # most used first, ties by candidate order
         used = np.sort(used[order[:k]])
-    return argmax(T[used]), used
+    return used
 
 
 def name_clusters(E: np.ndarray, labels: np.ndarray, k: int, T: np.ndarray,

@@ -20,7 +20,7 @@ import numpy as np
 
 from mdclust.core import layout
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
-from mdclust.methods.baselines import zero_shot
+from mdclust.methods.baselines import zero_shot, zero_shot_words
 from mdclust.methods.kselect import silhouette
 
 STABILITY_PAIRS = 45  # 10 runs: every pair
@@ -60,28 +60,43 @@ def interest_words(store, group) -> tuple[list[str], str] | None:
     return None
 
 
-def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str) -> float | None:
-    """NMI of ``labels`` with the zero-shot assignment over the interest's words."""
+def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str,
+              sample: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
+    """NMI of ``labels`` with the zero-shot assignment over the interest's words; with
+    ``sample`` = (rows, E[rows]) on those rows only, the words chosen on every row as without
+    it (so a zeroshot clustering still agrees with itself exactly)."""
     from sklearn.metrics import normalized_mutual_info_score
 
     words = interest_words(store, group)
     if words is None:
         return None
-    T = text_features(store, words[0], words[1], model=model_key)
+    T = np.asarray(text_features(store, words[0], words[1], model=model_key), dtype=np.float32)
     k = max(2, int(labels.max()) + 1)
-    zs, _ = zero_shot(E, np.asarray(T, dtype=np.float32), k)
-    return float(normalized_mutual_info_score(zs, labels))
+    if sample is None:
+        zs, _ = zero_shot(E, T, k)
+        return float(normalized_mutual_info_score(zs, labels))
+    rows, E_rows = sample
+    zs = (E_rows @ T[zero_shot_words(E, T, k)].T).argmax(1)
+    return float(normalized_mutual_info_score(zs, labels[rows]))
 
 
 def scores(store, group, E: np.ndarray, X, runs: list[np.ndarray] | None,
-           seed: int = 0) -> dict[str, float | None]:
+           seed: int = 0, sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+           ) -> dict[str, float | None]:
     """The label-free scores of a stored clustering ``group``: ``E`` the image features in its
     row order, ``X`` its own features (None for zeroshot), ``runs`` the k-means labellings
-    `eval` made (None or one: no stability)."""
+    `eval` made (None or one: no stability). ``sample`` = (rows, E[rows], own features' rows),
+    already read: silhouette and agreement on those rows (the report at scale)."""
     labels = np.asarray(group["label"], dtype=np.int64)
     stab, stab_ari = stability(runs or [])
-    own = E if X is None else X
-    agree = agreement(store, group, E, labels, group.attrs["params"]["model_key"])
+    key = group.attrs["params"]["model_key"]
+    if sample is None:
+        sil = silhouette(E if X is None else X, labels, seed)
+        agree = agreement(store, group, E, labels, key)
+    else:
+        rows, E_rows, own_rows = sample
+        sil = silhouette(own_rows, labels[rows], seed)
+        agree = agreement(store, group, E, labels, key, (rows, E_rows))
     r = lambda v: None if v is None else round(v, 6)  # noqa: E731
     return {"stability": r(stab), "stability_ari": r(stab_ari),
-            "silhouette": r(silhouette(own, labels, seed)), "interest_agreement": r(agree)}
+            "silhouette": r(sil), "interest_agreement": r(agree)}

@@ -15,6 +15,11 @@ from mdclust.stages import label_free
 # fits of a 5,000-row sample cost the same at 1M images as at 10,000.
 STABILITY_RUNS = 3
 STABILITY_ROWS = 5000
+PER_CLUSTER = 20  # rows per cluster the sample holds at least (k = 1000: 20,000 rows)
+# Above this many images every score of the card is computed on that one sample, read once:
+# at 10M each pass over the features reads 10 GB (20 GB for GradNorm's [E; V]), and the
+# silhouette's sample and the zero-shot agreement over every image were three more passes.
+SAMPLED_FROM = 100_000
 KCURVE_SIZE = (320, 150)  # the k curve's SVG, as wide as the map above it
 KCURVE_PAD = (40, 14, 22, 24)  # left, right, top, bottom: room for the score and k labels
 HOW_K = {"votes": "chosen by the images' votes over the interest's words",
@@ -73,14 +78,18 @@ def label_free_card(store, path: str, g, feats, others: dict) -> dict:
         more = store.read_group(path, ("features",)).data
         g = Group({**g.data, **more}, g.attrs)
         E, X = _features(store, g, feats, others)
-        runs = None
+        n, k = len(E), int(g.attrs["params"].get("k") or int(np.max(g["label"])) + 1)
+        size = max(STABILITY_ROWS, PER_CLUSTER * k)
+        rows = np.arange(n) if n <= size else np.sort(
+            np.random.default_rng(0).choice(n, size, replace=False))
+        runs, sample = None, None
         if X is not None:
-            n = len(X)
-            rows = np.arange(n) if n <= STABILITY_ROWS else np.sort(
-                np.random.default_rng(0).choice(n, STABILITY_ROWS, replace=False))
             sample = X[rows]
-            k = int(g.attrs["params"].get("k") or int(np.max(g["label"])) + 1)
             runs = [kmeans(sample, k, seed=s) for s in range(STABILITY_RUNS)]
+        if n > SAMPLED_FROM:
+            E_rows = sample if X is E else E[rows]
+            return label_free.scores(store, g, E, X, runs,
+                                     sample=(rows, E_rows, E_rows if X is None else sample))
         return label_free.scores(store, g, E, X, runs)
     except (MdclustError, OSError, KeyError, ValueError):
         return dict.fromkeys(("stability", "stability_ari", "silhouette",
