@@ -220,13 +220,15 @@ def test_past_the_threshold_every_card_score_comes_from_one_sample(demo, monkeyp
     mdclust.report(store, out, thumbs=1)
     html = (out / "index.html").read_text()
     st = mdclust.Store(store)
-    rows = np.sort(np.random.default_rng(0).choice(300, 200, replace=False))
     for interest, method in (("color", "gradnorm"), ("color", "kmeans"),
                              ("background", "zeroshot")):
         g = st.read_group(layout.clustering(interest, method))
         E = load_image_features(st, g.attrs["params"]["model_key"]).vectors
         X = clustering_features(st, g)
         k = g.attrs["params"]["k"]
+        size = max(200, report_card.PER_CLUSTER * k)  # at least PER_CLUSTER rows per cluster
+        assert size < 300
+        rows = np.sort(np.random.default_rng(0).choice(300, size, replace=False))
         own = E[rows] if X is None else X[rows]
         runs = None if X is None else [kmeans(own, k, seed=s) for s in range(3)]
         want = label_free.scores(st, g, E, X, runs, sample=(rows, E[rows], own))

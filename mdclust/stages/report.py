@@ -29,7 +29,8 @@ from mdclust.core.metrics import scores
 from mdclust.core.progress import progress_bar
 from mdclust.core.rows import nearest_to_means
 from mdclust.core.store import StoreLike, as_store
-from mdclust.stages.report_card import STABILITY_ROWS, STABILITY_RUNS, k_curve, label_free_card
+from mdclust.stages.report_card import (PER_CLUSTER, STABILITY_ROWS, STABILITY_RUNS, k_curve,
+                                        label_free_card)
 
 # Preferred clustering per interest for the cross-tab: the learned and language-assisted ones.
 CROSS_TAB_ORDER = ("multidproxy", "gradnorm", "tac", "sic", "zeroshot", "pipcdr", "kmeans")
@@ -386,5 +387,7 @@ def _render(store, sections, tabs, result, model_key) -> str:
         store=str(store.path), root=info.get("root"), model_key=model_key,
         sections=sections, tabs=tabs, missing=missing, n_missing=len(missing),
         map_method="UMAP (cosine)" if result.map == "umap" else "PCA",
-        stability_runs=STABILITY_RUNS, stability_rows=STABILITY_ROWS,
+        stability_runs=STABILITY_RUNS,
+        stability_sample=f"a seeded sample of max({STABILITY_ROWS:,}, {PER_CLUSTER} per "
+                         "cluster) images, all of them when fewer",
         generated=time.strftime("%Y-%m-%d %H:%M"))
