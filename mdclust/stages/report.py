@@ -29,8 +29,13 @@ from mdclust.core.metrics import scores
 from mdclust.core.progress import progress_bar
 from mdclust.core.rows import nearest_to_means
 from mdclust.core.store import StoreLike, as_store
-from mdclust.stages.report_card import (PER_CLUSTER, STABILITY_ROWS, STABILITY_RUNS, k_curve,
-                                        label_free_card)
+from mdclust.stages.report_card import (
+    PER_CLUSTER,
+    STABILITY_ROWS,
+    STABILITY_RUNS,
+    k_curve,
+    label_free_card,
+)
 
 # Preferred clustering per interest for the cross-tab: the learned and language-assisted ones.
 CROSS_TAB_ORDER = ("multidproxy", "gradnorm", "tac", "sic", "zeroshot", "pipcdr", "kmeans")
