@@ -99,11 +99,6 @@ def _methods(given: list[str], known=None) -> list[str]:
     return out
 
 
-def _filter_score(name: str) -> None:
-    if name not in methods.FILTER_TO_METHOD:
-        raise mdclust.BadInput(f"unknown filter method {name!r}: use gradnorm, msp or cosine")
-
-
 def _emit_results(objs: list[dict]) -> None:
     """One method: its object, as always; several: ``{"results": [...]}``, in the order given."""
     _emit_json(objs[0] if len(objs) == 1 else {"results": objs})
@@ -332,8 +327,9 @@ BackendOpt = typer.Option("auto", help="k-means: auto (faiss from 20,000 images,
 @_command
 def filter_cmd(
     interest: Optional[str] = typer.Option(None, "--interest", "-i", help="The user's interest."),
-    method: list[str] = typer.Option(["gradnorm"], help="gradnorm, msp (TAC) or cosine (SIC); "
-                                     "repeat (or comma-separate) for several in one run."),
+    method: list[str] = typer.Option(["gradnorm"], metavar="<names>",
+                                     help="gradnorm, msp (TAC) or cosine (SIC); repeat (or "
+                                     "comma-separate) for several in one run."),
     pool: str = typer.Option("candidates", help="candidates (the interest's) or wordnet-all."),
     k: str = typer.Option("auto", help="Clusters wanted K, sets C = N/600 or 3K; auto: the "
                                       "candidates' --k, else chosen (docs/k.md)."),
@@ -361,7 +357,7 @@ def filter_cmd(
     else:
         raise mdclust.BadInput(f"--sample must be a number of images or 'all', not {sample!r}")
     objs = []
-    for name in _methods(method, _filter_score):
+    for name in _methods(method, methods.check_filter):
         res = mdclust.filter_nouns(_store(store), interest, method=name, pool=pool, k=_k(k),
                                    k_max=k_max,
                                    clusters=clusters, beta=beta, tau=tau, epochs=epochs, lr=lr,
@@ -383,9 +379,10 @@ def filter_cmd(
 @_command
 def cluster_cmd(
     interest: Optional[str] = InterestOpt,
-    method: list[str] = typer.Option(["kmeans"], help="kmeans, zeroshot, gradnorm, tac, sic, "
-                                     "multidproxy or pipcdr; repeat (or comma-separate) for "
-                                     "several in one run."),
+    method: list[str] = typer.Option(["kmeans"], metavar="<names>",
+                                     help="kmeans, zeroshot, gradnorm, tac, sic, multidproxy "
+                                     "or pipcdr; repeat (or comma-separate) for several in "
+                                     "one run."),
     k: str = typer.Option("auto", help="Number of clusters, or auto: the candidates' --k, "
                                       "a trained method's own, else chosen (docs/k.md)."),
     k_max: Optional[int] = KMaxOpt,
@@ -543,7 +540,8 @@ def train_cmd(
 @_command
 def eval_cmd(
     interest: Optional[str] = InterestOpt,
-    method: list[str] = typer.Option(["kmeans"], help="The clustering to score; repeat (or "
+    method: list[str] = typer.Option(["kmeans"], metavar="<names>",
+                                     help="The clustering to score; repeat (or "
                                      "comma-separate) for several in one run."),
     aspect: Optional[str] = typer.Option(None, help="Ground-truth aspect [default: the "
                                                     "interest's name, or the only one]."),

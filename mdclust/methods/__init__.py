@@ -84,6 +84,12 @@ FILTER_TO_METHOD = {m.filter_score: m.name for m in METHODS.values() if m.filter
 TRAINED = tuple(name for name, m in METHODS.items() if m.kind == "trained")
 
 
+def check_filter(score: str) -> None:
+    """BadInput unless ``score`` is a filter's noun score (gradnorm, msp, cosine)."""
+    if score not in FILTER_TO_METHOD:
+        raise BadInput(f"unknown filter method {score!r}: use {', '.join(FILTER_TO_METHOD)}")
+
+
 def get(name: str, kind: str | None = None) -> Method:
     """The registry entry of ``name`` (of ``kind`` when given); BadInput otherwise."""
     pool = {n: m for n, m in METHODS.items() if kind is None or m.kind == kind}

@@ -16,7 +16,7 @@ from mdclust.core.features import load_image_features
 from mdclust.core.layout import read_candidates, validate_interest
 from mdclust.core.store import StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
-from mdclust.methods import FILTER_TO_METHOD
+from mdclust.methods import check_filter
 from mdclust.methods import gradnorm as gn
 from mdclust.stages import kchoice
 
@@ -99,8 +99,7 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     store = as_store(store)
     t0 = time.perf_counter()
     interest = validate_interest(interest)
-    if method not in FILTER_TO_METHOD:
-        raise BadInput(f"unknown filter method {method!r}: use gradnorm, msp or cosine")
+    check_filter(method)
     if pool not in POOLS:
         raise BadInput(f"unknown --pool {pool!r}: use candidates or wordnet-all")
     if beta < 1 or epochs < 1 or batch < 1 or lr <= 0 or tau <= 0:
