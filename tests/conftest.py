@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ os.environ.pop("MDCLUST_STORE", None)
 # on small models) and keeps a second run beside this one from slowing it. tests/test_threads.py
 # clears it to test the default.
 os.environ.setdefault("MDCLUST_THREADS", "1")
+# The int8 towers and the remembered preprocessing go to a cache of the run's own, not the
+# user's ~/.cache/mdclust.
+os.environ.setdefault("MDCLUST_CACHE", tempfile.mkdtemp(prefix="mdclust-test-cache-"))
 
 TINY = "mdclust-test-tiny"
 MDCLUST = str(Path(sys.executable).with_name("mdclust"))

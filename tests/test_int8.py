@@ -43,7 +43,9 @@ def test_int8_features_get_their_own_key_and_stay_close_to_fp32(tmp_path, cache)
     assert f32.paths == f8.paths
     cos = (f32.vectors * f8.vectors).sum(1)
     # random weights quantise worse than trained ones (the bundled model's bound is below)
-    assert cos.min() >= 0.97 and cos.mean() < 0.9999  # close, and really quantised
+    # close, and really quantised (fp32 against itself: 1 to 1e-7; with onnx 1.23.2 the mean
+    # here is 0.99995, 0.9999- before)
+    assert cos.min() >= 0.97 and cos.mean() < 0.99999
     # the model name alone no longer picks one: the two precisions never mix silently
     with pytest.raises(MdclustError, match="several feature sets"):
         resolve_model_key(st, TINY)

@@ -112,4 +112,7 @@ def test_kill9_mid_shard_then_rerun_gives_the_same_features(pictures, tmp_path):
     res = mdclust.embed(tmp_path / "shards", store, model="mdclust-tiny", workers=0)
     assert res.images == 80 and res.embedded < 80  # the journalled batches were kept
     a, b = load_image_features(Store(store)), load_image_features(Store(clean))
-    assert a.paths == b.paths and np.array_equal(a.vectors, b.vectors)
+    # the killed run's batches held 4 images, the clean run's 64: oneDNN may pick another
+    # convolution for another batch shape, so the last bits can differ (about 1 run in 3)
+    assert a.paths == b.paths
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)

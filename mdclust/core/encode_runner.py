@@ -60,18 +60,28 @@ def _encode(encoder, pixels) -> np.ndarray:
     return encoder.encode_images(pixels)
 
 
-def encode_batches(encoder, dataset: DecodeDataset, sink: Sink, *, batch_size: int,
-                   workers: int, bar=None, label: str = "encoding") -> None:
-    """Decode ``dataset`` in ``workers`` processes (0: inline), encode each batch of
-    ``batch_size`` items on ``encoder`` and hand it to ``sink``; ``bar`` (a progress bar from
-    mdclust.core.progress, or None) advances by the items of each batch, decoded or not."""
+def decoding(dataset: DecodeDataset, *, batch_size: int, workers: int, device: str):
+    """The decoded batches of ``dataset``; with workers, they start decoding now (before the
+    model is built, when the caller knows its preprocessing: core/preprocess_cache.py)."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=encoder.device.startswith("cuda"),
+                        collate_fn=_collate, pin_memory=device.startswith("cuda"),
                         prefetch_factor=4 if workers else None, persistent_workers=False)
+    return iter(loader)
+
+
+def encode_batches(encoder, dataset: DecodeDataset, sink: Sink, *, batch_size: int,
+                   workers: int, bar=None, label: str = "encoding", batches=None) -> None:
+    """Decode ``dataset`` in ``workers`` processes (0: inline), encode each batch of
+    ``batch_size`` items on ``encoder`` and hand it to ``sink``; ``bar`` (a progress bar from
+    mdclust.core.progress, or None) advances by the items of each batch, decoded or not.
+    ``batches``: the same batches already started by ``decoding``."""
+    if batches is None:
+        batches = decoding(dataset, batch_size=batch_size, workers=workers,
+                           device=encoder.device)
     task = bar.add_task(label, total=len(dataset)) if bar is not None else None
-    for idx, pixels, bad in loader:
+    for idx, pixels, bad in batches:
         sink(idx, _encode(encoder, pixels) if pixels is not None else None, bad)
         if task is not None:
             bar.advance(task, len(idx) + len(bad))

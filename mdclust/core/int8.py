@@ -31,10 +31,14 @@ FORMAT = 1  # bump when the export or quantisation changes: old cache entries ar
 INSTALL_HINT = "pip install 'mdclust[int8]' (onnxruntime and onnx)"
 
 
-def cache_dir() -> Path:
+def cache_base() -> Path:
     base = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "mdclust")
-    return Path(base).expanduser() / "int8"
+    return Path(base).expanduser()
+
+
+def cache_dir() -> Path:
+    return cache_base() / "int8"
 
 
 def _runtime():

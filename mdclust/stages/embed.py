@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mdclust.core import journal, layout
-from mdclust.core.encode_runner import DecodeDataset, encode_batches
+from mdclust.core.encode_runner import DecodeDataset, decoding, encode_batches
 from mdclust.core.encoders import ModelSpec, model_spec
 from mdclust.core.errors import MdclustError
 from mdclust.core.images import FileEntry, discover, listed, max_pixels, sha256_file
@@ -267,12 +267,13 @@ def embed(images_dir: str | os.PathLike | None = None,
         if local_todo or view_items:  # views stay on this engine (docs/scale.md)
             from mdclust.core.encoders import ClipEncoder
 
+            early = _early_decoding(spec, device, root, local_todo, batch_size, workers)
             encoder = ClipEncoder(spec, device=device, precision=precision, offline=offline,
                                   progress=show_progress)
             with progress_bar(show_progress, unit="img") as bar:
                 if local_todo:
                     _run_batches(store, encoder, root, local_todo, batch_size, workers, bar,
-                                 result)
+                                 result, early)
                 if view_items:
                     result.views_embedded = views_mod.run(store, encoder, view_items, augment,
                                                           views, batch_size, workers, bar)
@@ -330,16 +331,42 @@ def _plan(root: Path, entries: list[FileEntry], known: _Known) -> _Plan:
     return _Plan(shas, reasons, list(wanted.items()), set(known.records))
 
 
-def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result) -> None:
+def _early_decoding(spec, device, root, todo, batch_size, workers):
+    """(config, dataset, batches) already decoding when the model's preprocessing is
+    remembered from an earlier load (fp32 and the floating precisions; int8 builds no torch
+    model once cached); None otherwise."""
+    if not todo or not workers or spec.variant:
+        return None
+    from mdclust.core import preprocess_cache
+    from mdclust.core.encoders import resolve_device
+
+    found = preprocess_cache.known(spec)
+    if found is None:
+        return None
+    dataset = DecodeDataset([root / p for _, p in todo], found[1])
+    return found[0], dataset, decoding(dataset, batch_size=batch_size, workers=workers,
+                                       device=resolve_device(device))
+
+
+def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result,
+                 early=None) -> None:
     def sink(idx, vecs, bad) -> None:
         shas = [todo[i][0] for i in idx]
         _write_journal(store, encoder.spec, shas, vecs if vecs is not None else np.zeros((0, 0)),
                        [(todo[i][0], reason) for i, reason in bad])
         result.embedded += len(shas)
 
-    dataset = DecodeDataset([root / p for _, p in todo], encoder.preprocess)
+    from mdclust.core import preprocess_cache
+
+    if early is not None and (encoder._model is None
+                              or preprocess_cache.config_of(encoder.model) != early[0]):
+        early = None  # not the transform the model was built with: decode again with its own
+    if early is not None:
+        dataset, batches = early[1], early[2]
+    else:
+        dataset, batches = DecodeDataset([root / p for _, p in todo], encoder.preprocess), None
     encode_batches(encoder, dataset, sink, batch_size=batch_size, workers=workers, bar=bar,
-                   label="embedding")
+                   label="embedding", batches=batches)
 
 
 def _run_ray(store, spec, root, todo, bar, result, **options) -> None:
