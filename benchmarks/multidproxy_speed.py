@@ -12,7 +12,9 @@ plain image-feature clustering that Multi-DProxy is compared with.
 float16 features (each size in its own process, so the peak RSS is that pass's): every image
 attends over a seeded reference set of 4,096 images. The baseline, measured in the same run, is
 the 0.1 pass in which every image attended over all N images, at sizes where it still fits
-(--full-sizes), with its O(N^2) extrapolation.
+(--full-sizes), with its O(N^2) extrapolation. The output goes where `mdclust train` puts it, a
+nameless file written a chunk at a time (core/rowfile.py); ``--in-memory-too`` also times each
+size with the output held in memory (what train did before), for the memory ratio.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def seconds_per_epoch(n: int, d: int, k: int, device: str, epochs: int) -> float
     return float(np.median(times))
 
 
-def feature_pass(n: int, d: int, k: int, reference: int) -> dict:
+def feature_pass(n: int, d: int, k: int, reference: int, to_file: bool = True) -> dict:
     """Seconds and peak RSS of the fused-feature pass on n synthetic float16 features."""
     import resource
 
@@ -76,20 +78,24 @@ def feature_pass(n: int, d: int, k: int, reference: int) -> dict:
     rng = np.random.default_rng(0)
     centres = unit(rng.normal(size=(k, d)))
     v = np.empty((n, d), dtype=np.float16)  # built in blocks: no float64 copy of n x d
-    for i in range(0, n, 100_000):
-        j = min(n, i + 100_000)
+    for i in range(0, n, 20_000):
+        j = min(n, i + 20_000)
         x = centres[rng.integers(0, k, j - i)] + 0.3 * rng.normal(size=(j - i, d))
         v[i:j] = unit(x)
+    del x
     torch.manual_seed(0)
     model = net.MultiDProxy(n, d, unit(rng.normal(size=(1, d)))[0])
     C = torch.from_numpy(unit(rng.normal(size=(32 * k, d))))
     t = torch.from_numpy(unit(rng.normal(size=(1, d)))[0])
     ref = mdp.reference_index(n, reference, 0)
+    from mdclust.core.rowfile import RowFile
+
     t0 = time.perf_counter()
-    out = net.fused_features(model, v, t, C, ref)
+    out = net.fused_features(model, v, t, C, ref,
+                             out=RowFile((n, d), np.float32) if to_file else None)
     seconds = time.perf_counter() - t0
-    assert out.shape == (n, d) and np.isfinite(out[-1]).all()
-    return {"n": n, "reference": len(ref), "seconds": round(seconds, 2),
+    assert out.shape == (n, d) and np.isfinite(out[n - 1:n]).all()
+    return {"n": n, "reference": len(ref), "seconds": round(seconds, 2), "to_file": to_file,
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
@@ -99,13 +105,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _in_subprocess(n: int, d: int, k: int, reference: int) -> dict:
+def _in_subprocess(n: int, d: int, k: int, reference: int, to_file: bool = True) -> dict:
     import json
     import subprocess
 
     code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import multidproxy_speed as b; "
-            f"print(json.dumps(b.feature_pass({n}, {d}, {k}, {reference})))")
+            f"print(json.dumps(b.feature_pass({n}, {d}, {k}, {reference}, {to_file})))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -121,6 +127,8 @@ def main() -> None:
     ap.add_argument("--full-sizes", type=int, nargs="+", default=[5000, 10000],
                     help="sizes for the all-N attention baseline of --feature-pass")
     ap.add_argument("--reference", type=int, default=4096)
+    ap.add_argument("--in-memory-too", action="store_true",
+                    help="also time each --feature-pass size with the output held in memory")
     args = ap.parse_args()
     if args.feature_pass:
         import torch
@@ -138,6 +146,12 @@ def main() -> None:
             print(f"reference {r['reference']:,} keys: n={n:>9,}  {r['seconds']:8.2f} s  "
                   f"peak RSS {r['peak_rss_gb']:.2f} GB  (all-N keys, O(N^2) from n="
                   f"{last['n']:,}: ~{_duration(full)}; ratio {full / r['seconds']:.0f}x)")
+            if args.in_memory_too:
+                m = _in_subprocess(n, args.dim, args.k, args.reference, to_file=False)
+                print(f"  output held in memory: n={n:>9,}  {m['seconds']:8.2f} s  peak RSS "
+                      f"{m['peak_rss_gb']:.2f} GB  (file / memory: time "
+                      f"{r['seconds'] / m['seconds']:.2f}x, RSS "
+                      f"{r['peak_rss_gb'] / m['peak_rss_gb']:.2f}x)")
         return
 
     import torch

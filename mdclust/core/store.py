@@ -38,6 +38,7 @@ from mdclust import __version__
 from mdclust.core import journal
 from mdclust.core import store_files as sf
 from mdclust.core.errors import MdclustError, MissingDataFile
+from mdclust.core.rowfile import RowFile
 
 SCHEMA_VERSION = 3
 # Upgrade steps, as in simonw/llm's migrations: MIGRATIONS[v] turns a schema-v store into
@@ -142,7 +143,21 @@ def _chunks(value: np.ndarray) -> tuple[int, ...] | bool | None:
     return (max(1, min(value.shape[0], CHUNK_BYTES // max(row, 1))), *value.shape[1:])
 
 
+def _numeric(value: Any) -> bool:
+    """An array of numbers, or a RowFile (a matrix on disk, copied in blocks of rows)."""
+    return (isinstance(value, np.ndarray) and value.dtype.kind not in "OUS") or \
+        isinstance(value, RowFile)
+
+
 def _write_dataset(group: h5py.Group, name: str, value: Any) -> None:
+    if isinstance(value, RowFile):
+        chunks = _chunks(value)
+        ds = group.create_dataset(name, shape=value.shape, dtype=value.dtype, chunks=chunks,
+                                  fletcher32=chunks is not None)
+        step = max(1, (64 << 20) // max(1, value.nbytes // max(1, len(value))))
+        for i in range(0, len(value), step):
+            ds[i:i + step] = value[i:i + step]
+        return
     if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
         chunks = _chunks(value)
         # fletcher32: a damaged chunk is an error on read, not silently wrong numbers
@@ -336,7 +351,7 @@ class Transaction(_Snapshot):
             ds = g[name]
             if not isinstance(ds, h5py.Dataset):
                 return False
-            if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
+            if _numeric(value):
                 if not _same_numbers(ds, value):
                     return False
                 continue
@@ -442,7 +457,7 @@ def _data_bytes(data: dict[str, Any]) -> int:
     """Roughly what a group's datasets take on disk (strings: their bytes plus a heap entry)."""
     total = 0
     for value in data.values():
-        if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
+        if _numeric(value):
             total += value.nbytes
         else:
             total += sum(len(str(v)) + 16 for v in value)

@@ -197,9 +197,10 @@ def losses(f: torch.Tensor, v: torch.Tensor, w: torch.Tensor, C: torch.Tensor,
 
 @torch.no_grad()
 def fused_features(model: MultiDProxy, v, t: torch.Tensor, C: torch.Tensor, ref: np.ndarray,
-                   chunk: int = 4096) -> np.ndarray:
+                   chunk: int = 4096, out=None) -> np.ndarray:
     """F for every row of ``v`` (a tensor or any array, float16 on disk included), chunk by
-    chunk against the reference set ``ref``: time and memory linear in N, one float32 output."""
+    chunk against the reference set ``ref``: time and memory linear in N, one float32 output,
+    or written chunk by chunk into ``out`` (an array, or a core.rowfile.RowFile on disk)."""
     was_training = model.training
     model.eval()
     dev = t.device
@@ -213,7 +214,7 @@ def fused_features(model: MultiDProxy, v, t: torch.Tensor, C: torch.Tensor, ref:
     v_ref = v[ref_t] if isinstance(v, torch.Tensor) else torch.from_numpy(
         np.asarray(v[np.asarray(ref)], dtype=np.float32)).to(dev)
     states, lam = model.reference_states(v_ref.float(), t, model.proxies(ref_t, C))
-    out = np.empty((len(v), v.shape[1]), dtype=np.float32)
+    out = np.empty((len(v), v.shape[1]), dtype=np.float32) if out is None else out
     for i in range(0, len(v), chunk):
         j = min(i + chunk, len(v))
         idx = torch.arange(i, j, device=dev)
@@ -271,15 +272,23 @@ class Fit:
     def _C(self) -> torch.Tensor:
         return torch.from_numpy(self.C_all[self.active]).to(self.dev)
 
-    def all_proxies(self) -> np.ndarray:
+    def all_proxies(self, out=None) -> np.ndarray:
+        """Every image's proxy; into ``out`` (an array or a RowFile) 4,096 rows at a time."""
         with torch.no_grad():
-            idx = torch.arange(len(self.v), device=self.dev)
-            return self.model.proxies(idx, self._C()).cpu().numpy()
+            if out is None:
+                idx = torch.arange(len(self.v), device=self.dev)
+                return self.model.proxies(idx, self._C()).cpu().numpy()
+            C = self._C()
+            for i in range(0, len(self.v), 4096):
+                idx = torch.arange(i, min(i + 4096, len(self.v)), device=self.dev)
+                out[i:i + len(idx)] = self.model.proxies(idx, C).cpu().numpy()
+            return out
 
-    def fused(self) -> np.ndarray:
-        """F for every image, attending over the reference set (linear in N)."""
+    def fused(self, out=None) -> np.ndarray:
+        """F for every image, attending over the reference set (linear in N); into ``out``
+        when given."""
         ref = reference_index(len(self.v), self.cfg.reference, self.cfg.seed)
-        return fused_features(self.model, self.v, self.t, self._C(), ref)
+        return fused_features(self.model, self.v, self.t, self._C(), ref, out=out)
 
     def epoch_step(self) -> dict[str, float]:
         """One epoch over shuffled mini-batches, then the candidate refinement when due."""

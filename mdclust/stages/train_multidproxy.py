@@ -12,6 +12,7 @@ from mdclust.core.checkpoint import Checkpoint
 from mdclust.core.errors import BadInput
 from mdclust.core.features import load_image_features
 from mdclust.core.layout import read_candidates, validate_interest
+from mdclust.core.rowfile import RowFile
 from mdclust.core.textcache import text_features
 from mdclust.methods import multidproxy as mdp
 from mdclust.methods.multidproxy import MultiDProxyConfig
@@ -133,7 +134,12 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     chosen = _pick_restart(rows)["seed"] if rows else run_cfg.seed
     if chosen != run_cfg.seed:
         fit = inputs.run(replace(cfg, seed=chosen))[0]  # from its final checkpoint: no training
-    fused, proxies = fit.fused(), fit.all_proxies()
+    # Both outputs go to nameless files beside the store, a chunk at a time, and the commit
+    # copies them in blocks: at 1M x 512 they are 2 GB of float32 each, which would otherwise
+    # be held on top of the method's own 2 GB of per-image parameters.
+    n, d = len(feats.paths), fit.v.shape[1]
+    fused = fit.fused(out=RowFile((n, d), np.float32, folder=store.path.parent))
+    proxies = fit.all_proxies(out=RowFile((n, d), np.float32, folder=store.path.parent))
     result = TrainResult(interest, "multidproxy", cfg.k, len(feats.paths), cfg.epochs,
                          resumed_from=resumed[chosen], candidates_start=len(words),
                          candidates=[words[i] for i in fit.active], grid=grid_rows,
@@ -142,14 +148,15 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
               "prompt": prompt_for(interest, cfg.object_word), "grid": bool(grid),
               "k_choice": choice.to_json()}
     save(store, interest, "multidproxy", {
-        # both are float32 already: no second copy of N x d each (4 GB at 1M x 512)
-        "path": feats.paths, "fused": fused.astype(np.float32, copy=False),
-        "proxies": proxies.astype(np.float32, copy=False), "candidates": result.candidates,
+        "path": feats.paths, "fused": fused, "proxies": proxies,
+        "candidates": result.candidates,
         "history_round": np.array([r for r, kept in enumerate(fit.history, start=1)
                                    for _ in kept], dtype=np.int32),
         "history_word": [words[i] for kept in fit.history for i in kept],
     }, fit.curves, {"params": params, "candidates_start": len(words), "grid": grid_rows,
                     "restarts": rows, "resumed_from": result.resumed_from})
+    fused.close()
+    proxies.close()
     for checkpoint in checkpoints:
         checkpoint.remove()
     result.final_loss = float(fit.curves["loss"][-1])
