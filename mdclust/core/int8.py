@@ -185,15 +185,24 @@ class ShortestEdge:
         return torch.from_numpy((x - self.mean) / self.std)
 
 
-def transform(meta: dict):
-    """The model's eval transform from the sidecar's preprocessing (no model needed)."""
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess"].items()}
+def shortest_edge(cfg: dict) -> ShortestEdge | None:
+    """ShortestEdge for an open_clip preprocessing config it reproduces exactly (the
+    "shortest" resize to a square, RGB); None for any other."""
     size = cfg.get("size")
     size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     if (cfg.get("resize_mode", "shortest") == "shortest" and size[0] == size[1]
             and cfg.get("interpolation", "bicubic") in ShortestEdge.FILTERS
             and cfg.get("mode", "RGB") == "RGB"):
         return ShortestEdge(size[0], cfg["mean"], cfg["std"], cfg.get("interpolation", "bicubic"))
+    return None
+
+
+def transform(meta: dict):
+    """The model's eval transform from the sidecar's preprocessing (no model needed)."""
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess"].items()}
+    found = shortest_edge(cfg)
+    if found is not None:
+        return found
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     return image_transform_v2(PreprocessCfg(**cfg), is_train=False)

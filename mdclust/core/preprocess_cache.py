@@ -52,15 +52,10 @@ def known(spec) -> tuple[dict, object] | None:
     reproduces it; else None."""
     try:
         cfg = json.loads(_path(spec).read_text())
-        size = cfg.get("size")
-        size = tuple(size) if isinstance(size, list) else (size, size)
-        if (cfg.get("resize_mode", "shortest") == "shortest" and size[0] == size[1]
-                and cfg.get("interpolation", "bicubic") in int8.ShortestEdge.FILTERS
-                and cfg.get("mode", "RGB") == "RGB"):
-            return cfg, int8.transform({"preprocess": cfg})
+        found = int8.shortest_edge(cfg)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass
-    return None
+        return None
+    return None if found is None else (cfg, found)
 
 
 def config_of(model) -> dict:
