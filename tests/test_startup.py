@@ -124,3 +124,29 @@ def test_the_cli_exit_keeps_output_codes_and_the_store(tmp_path):
     assert gate.returncode == 1 and "nmi" in json.loads(gate.stdout), gate.stderr
     assert gate.stderr.count("\n") == 1
     assert len(load_image_features(Store(store)).paths) == 6
+
+
+def test_a_model_no_checkpoint_completed_is_built_again_with_its_initialisers(weights,
+                                                                              monkeypatch):
+    import open_clip
+
+    with encoders.skipped_init() as (skipped, loaded):
+        bare = open_clip.create_model(TINY)  # no checkpoint: what a failed hub load leaves
+    assert skipped and not encoders._all_set(bare, skipped, loaded)
+    with encoders.skipped_init() as (skipped, loaded):
+        full = open_clip.create_model(TINY, pretrained=str(weights))
+    assert encoders._all_set(full, skipped, loaded)
+
+    tries = []
+    real = ClipEncoder._create
+
+    def create(self, *args, skip):
+        model, preprocess, complete = real(self, *args, skip=skip)
+        tries.append(skip)
+        return model, preprocess, complete and len(tries) > 1  # the first counts as incomplete
+
+    monkeypatch.setattr(ClipEncoder, "_create", create)
+    enc = ClipEncoder(model_spec(TINY, str(weights)), device="cpu", precision="fp32")
+    assert tries == [True, False]
+    for name, value in full.state_dict().items():
+        assert torch.equal(enc.model.state_dict()[name], value), name

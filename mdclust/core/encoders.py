@@ -296,26 +296,49 @@ _INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "
 
 @contextlib.contextmanager
 def skipped_init(skip: bool = True):
-    """Build modules without drawing their initial weights (as transformers' no_init_weights):
-    only for models whose every parameter a strict checkpoint load then overwrites. The lock
-    keeps a model built with its random weights in another thread from getting none."""
+    """Build modules without drawing their initial weights (as transformers' no_init_weights).
+    Yields the tensors the initialisers were given, and whether open_clip loaded a checkpoint,
+    for ``_all_set`` to check that the load overwrote each. The lock keeps a model built with
+    its random weights in another thread from getting none."""
+    from open_clip import factory
     from torch.nn import init
     from torch.nn.modules import activation  # MultiheadAttention holds its own copies
+
+    skipped: list = []
+    loaded: list[bool] = []
+    real_load = factory.load_checkpoint
+
+    def keep(tensor, *args, **kwargs):
+        skipped.append(tensor)
+        return tensor
+
+    def load(*args, **kwargs):
+        out = real_load(*args, **kwargs)
+        loaded.append(True)
+        return out
 
     saved = [(mod, name, getattr(mod, name)) for mod in (init, activation)
              for name in _INITIALISERS if hasattr(mod, name)] if skip else []
     with _INIT_LOCK:
         try:
             for mod, name, _ in saved:
-                setattr(mod, name, _keep)
-            yield
+                setattr(mod, name, keep)
+            if skip:
+                factory.load_checkpoint = load
+            yield skipped, loaded
         finally:
             for mod, name, fn in saved:
                 setattr(mod, name, fn)
+            factory.load_checkpoint = real_load
 
 
-def _keep(tensor, *args, **kwargs):
-    return tensor
+def _all_set(model, skipped: list, loaded: list) -> bool:
+    """Whether a checkpoint was loaded (strictly: every parameter and persistent buffer) and
+    every tensor whose initialiser was skipped is one of those."""
+    if not loaded:
+        return False
+    stored = {t.data_ptr() for t in model.state_dict().values()}
+    return all(t.data_ptr() in stored for t in skipped)
 
 
 _INIT_LOCK = threading.Lock()
@@ -354,7 +377,7 @@ class ClipEncoder:
             self._load()
 
     def _load(self) -> None:
-        spec, torch = self.spec, self._torch
+        spec = self.spec
         import open_clip
 
         register_configs()
@@ -363,14 +386,31 @@ class ClipEncoder:
                                "known names, or add a config folder via $" + CONFIG_DIR_ENV)
         offline = _check_hub(spec, self._offline)
         pretrained = None if spec.pretrained == "random" else spec.pretrained
+        model, preprocess, complete = self._create(open_clip, pretrained, offline,
+                                                   skip=bool(pretrained))
+        if not complete:
+            # a value no checkpoint entry overwrote (open_clip fell back to random weights with
+            # a log line, or a buffer outside the state dict): build it with its initialisers
+            model, preprocess, _ = self._create(open_clip, pretrained, offline, skip=False)
+        model.eval()
+        self._model = model
+        if self._preprocess is None:
+            self._preprocess = preprocess
+        from mdclust.core import preprocess_cache
+
+        preprocess_cache.remember(spec.for_precision(None), preprocess_cache.config_of(model))
+
+    def _create(self, open_clip, pretrained, offline: bool, skip: bool):
+        spec, torch = self.spec, self._torch
         try:
             # Random weights must be the same in every run, or an incremental rerun would mix
             # features from two different networks.
             with torch.random.fork_rng(devices=[]), _hub_mode(offline, self._progress), \
-                    skipped_init(bool(pretrained)):
+                    skipped_init(skip) as (skipped, loaded):
                 torch.manual_seed(0)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     spec.model, pretrained=pretrained, device=self.device)
+            return model, preprocess, not skip or _all_set(model, skipped, loaded)
         except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if spec.is_file:
@@ -381,13 +421,6 @@ class ClipEncoder:
                        _download_error(spec, first[:160])) from exc
             raise MdclustError(
                 f"cannot load {spec.model}/{spec.pretrained}: {first[:200]}") from exc
-        model.eval()
-        self._model = model
-        if self._preprocess is None:
-            self._preprocess = preprocess
-        from mdclust.core import preprocess_cache
-
-        preprocess_cache.remember(spec.for_precision(None), preprocess_cache.config_of(model))
 
     def _open_tower(self) -> None:
         from mdclust.core import int8
