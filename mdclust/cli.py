@@ -778,7 +778,7 @@ def main() -> None:
     except typer.Abort:  # typer's own class from 0.2x on, click's before; typer names both
         typer.echo("mdclust: error: interrupted", err=True)
         code = 130
-    except SystemExit as exc:  # the commands' own exits (1 and 2)
+    except SystemExit as exc:  # a sys.exit below the commands: its code, by the same exit
         code = exc.code
     _exit(code if isinstance(code, int) else (0 if code is None else 1))
 

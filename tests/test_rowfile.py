@@ -82,3 +82,17 @@ def test_all_proxies_into_a_row_file_match_the_whole_array(tmp_path):
     whole = fit.all_proxies()
     into = fit.all_proxies(out=RowFile(whole.shape, np.float32, folder=tmp_path))
     np.testing.assert_allclose(into[0:len(whole)], whole, atol=1e-6)
+
+
+def test_a_row_file_group_large_enough_goes_to_a_data_file(store_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "EXTERNAL_MIN_BYTES", 1024)
+    full = np.random.default_rng(4).normal(size=(3000, 8)).astype(np.float32)
+    rf = RowFile(full.shape, np.float32, folder=store_path.parent)
+    rf[0:3000] = full
+    st = Store(store_path)
+    with st.transaction() as txn:
+        txn.put_group("trained/x/multidproxy", {"fused": rf})
+    assert len(list(st.data_dir.glob("*.h5"))) == 1
+    with h5py.File(store_path) as f:
+        assert isinstance(f.get("trained/x/multidproxy", getlink=True), h5py.ExternalLink)
+    np.testing.assert_array_equal(st.read_group("trained/x/multidproxy")["fused"], full)

@@ -49,16 +49,21 @@ def _runtime():
     return onnxruntime
 
 
-def cache_name(spec) -> str:
-    """One entry per network and toolchain: the feature key names the weights (a file by its
-    hash, a tag by name, random weights are seeded), the versions name the graph."""
+def entry_name(spec, fmt: int, *packages: str) -> str:
+    """A cache entry's name for ``spec``: the feature key names the weights (a file by its
+    hash, a tag by name, random weights are seeded); ``fmt`` and the packages' versions name
+    what was made from them."""
     from importlib.metadata import version
 
-    _runtime()
     # versions from the metadata: importing open_clip costs seconds this path avoids
-    ident = json.dumps([FORMAT, spec.key, spec.weights_sha256, version("open_clip_torch"),
-                        version("onnxruntime")])
+    ident = json.dumps([fmt, spec.key, spec.weights_sha256, *map(version, packages)])
     return f"{spec.model.replace('/', '--')}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def cache_name(spec) -> str:
+    """One entry per network and toolchain (the graph depends on both packages)."""
+    _runtime()
+    return entry_name(spec, FORMAT, "open_clip_torch", "onnxruntime")
 
 
 class Int8Tower:

@@ -9,11 +9,9 @@ to a square) are started early; any other model waits for its own transform, as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
-from importlib.metadata import version
 
 from mdclust.core import int8
 
@@ -21,9 +19,7 @@ FORMAT = 1
 
 
 def _path(spec):
-    # versions from the metadata: importing open_clip is the cost this module avoids
-    ident = json.dumps([FORMAT, spec.key, spec.weights_sha256, version("open_clip_torch")])
-    name = f"{spec.model.replace('/', '--')}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    name = int8.entry_name(spec, FORMAT, "open_clip_torch")
     return int8.cache_base() / "preprocess" / f"{name}.json"
 
 

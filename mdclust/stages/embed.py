@@ -358,8 +358,8 @@ def _run_batches(store, encoder, root, todo, batch_size, workers, bar, result,
 
     from mdclust.core import preprocess_cache
 
-    if early is not None and (encoder._model is None
-                              or preprocess_cache.config_of(encoder.model) != early[0]):
+    # (early decoding is only started for specs whose encoder builds the torch model)
+    if early is not None and preprocess_cache.config_of(encoder.model) != early[0]:
         early = None  # not the transform the model was built with: decode again with its own
     if early is not None:
         dataset, batches = early[1], early[2]
