@@ -58,21 +58,22 @@ def distil_words() -> list[str]:
     return list(words)
 
 
-def kind_words(caption_words: set[str]) -> dict[str, list[str]]:
+def hyponym_names(root: str, instances: bool = True, with_root: bool = True) -> list[str]:
+    """Lemma names of at most two words under a WordNet synset, in walk order (repeats kept)."""
     from mdclust.stages.candidates.wordnet import clean, wordnet
 
-    wn = wordnet()
+    syn = wordnet().synset(root)
+    below = syn.closure(lambda x: x.hyponyms() + (x.instance_hyponyms() if instances else []))
+    names = (clean(lemma.name()) for s in ([syn] if with_root else []) + list(below)
+             for lemma in s.lemmas())
+    return [n for n in names if len(n.split()) <= 2]
+
+
+def kind_words(caption_words: set[str]) -> dict[str, list[str]]:
     out = {}
     for kind, roots in KINDS.items():
-        found: dict[str, None] = {}
-        for root in roots:
-            syn = wn.synset(root)
-            for s in [syn, *syn.closure(lambda x: x.hyponyms() + x.instance_hyponyms())]:
-                for lemma in s.lemmas():
-                    name = clean(lemma.name())
-                    if len(name.split()) <= 2 and not set(re.findall(r"[a-z]+", name)) \
-                            & caption_words:
-                        found[name] = None
+        found = {name: None for root in roots for name in hyponym_names(root)
+                 if not set(re.findall(r"[a-z]+", name)) & caption_words}
         out[kind] = sorted(found)
     return out
 

@@ -179,6 +179,24 @@ def encode_trimmed(model, tokens, normalize: bool = True):
     return F.normalize(x, dim=-1) if normalize else x
 
 
+def relation_anchors(texts: list[str], n: int, seed: int):
+    """Rows of ``n`` words under mdclust's prompt, drawn at random (seeded) from the distil set:
+    the fixed points `relation_loss` compares neighbourhoods against."""
+    rows = [i for i, t in enumerate(texts) if t.startswith("a photo of a ")]
+    return sorted(random.Random(seed + 1).sample(rows, min(n, len(rows))))
+
+
+def relation_loss(out, target, anchors, tau: float):
+    """KL from the target's to the student's softmax over its similarities to fixed anchor
+    targets (temperature ``tau``): the cosine loss weighs every error alike, while which words
+    a text lies nearest is what zero-shot and the language criterion read."""
+    import torch.nn.functional as F
+
+    t = F.log_softmax(target @ anchors.T / tau, dim=1)
+    s = F.log_softmax(out @ anchors.T / tau, dim=1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean")
+
+
 def distil_text_tower(model, tokenizer, texts, targets, args, log):
     import torch
 
@@ -196,6 +214,9 @@ def distil_text_tower(model, tokenizer, texts, targets, args, log):
     buckets = [b for b in buckets if len(b)]
     weights = torch.tensor([float(len(b)) for b in buckets])
     gen = torch.Generator().manual_seed(args.seed)
+    rel = getattr(args, "rel", 0.0)
+    if rel:
+        anchors = y[relation_anchors(texts, getattr(args, "rel_anchors", 4096), args.seed)]
     t0 = time.time()
     for step in range(args.text_steps):
         lr = args.text_lr * 0.5 * (1 + math.cos(math.pi * step / args.text_steps))
@@ -206,6 +227,8 @@ def distil_text_tower(model, tokenizer, texts, targets, args, log):
         out = encode_trimmed(model, tokens[idx].to(DEVICE))
         target = y[idx].to(DEVICE)
         loss = (1 - (out * target).sum(1)).mean()
+        if rel:
+            loss = loss + rel * relation_loss(out, target, anchors, args.rel_tau)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -276,6 +299,30 @@ def zero_shot(model, tokenizer, sets) -> dict[str, dict[str, float]]:
     return acc
 
 
+def word_bank(model, tokenizer):
+    """Every distilled word under mdclust's prompt, through the frozen text tower: the
+    negatives of `vocab_loss`, and the row of each word."""
+    words = language.distil_words()
+    return (encode_texts(model, tokenizer, [EVAL_TEMPLATE.format(w) for w in words]).clone(),
+            {w: i for i, w in enumerate(words)})
+
+
+def vocab_loss(model, img, labels, bank, bank_row):
+    """An image's own value words against every word the text tower knows (--vocab-loss): the
+    in-batch captions only ever oppose value words to value words, so a word no caption uses
+    ("crimson") may lie nearer a red image than "red" does; a real CLIP saw "red" under red
+    things far more often than any rarer word. Soft target: the image's values, equally."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = model.logit_scale.exp() * F.normalize(img, dim=-1) @ bank.T
+    target = torch.zeros_like(logits)
+    for i, lab in enumerate(labels):
+        rows = [bank_row[v.lower()] for v in lab.values()]
+        target[i, rows] = 1.0 / len(rows)
+    return F.cross_entropy(logits, target)
+
+
 def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     import torch
     import torch.nn.functional as F
@@ -299,6 +346,7 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     per_world = args.batch // len(data)
+    bank, bank_row = word_bank(model, tokenizer) if args.vocab_loss else (None, {})
     history, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -330,6 +378,8 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
                 n_heads += 1
             start += per_world
         loss = loss_clip + args.aux * aux / n_heads
+        if bank is not None:
+            loss = loss + args.vocab_loss * vocab_loss(model, img, labs, bank, bank_row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -362,12 +412,18 @@ def main() -> None:
     ap.add_argument("--text-steps", type=int, default=4000)
     ap.add_argument("--text-batch", type=int, default=1024)
     ap.add_argument("--text-lr", type=float, default=4e-3)
+    ap.add_argument("--rel", type=float, default=0.0,
+                    help="weight of the neighbourhood term (relation_loss) in stage 1")
+    ap.add_argument("--rel-tau", type=float, default=0.05)
+    ap.add_argument("--rel-anchors", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--aux", type=float, default=1.0, help="auxiliary heads' weight")
+    ap.add_argument("--vocab-loss", type=float, default=0.0,
+                    help="weight of an image's own value words against every distilled word")
     ap.add_argument("--n-train", type=int, default=30000, help="images per world")
     ap.add_argument("--n-eval", type=int, default=1000, help="evaluation images per world")
     ap.add_argument("--seed", type=int, default=0)
@@ -399,8 +455,9 @@ def main() -> None:
     # so a rerun that changes stage 2 alone does not redo stage 1.
     stage1 = {k: str(getattr(args, k)) for k in ("teacher", "gloss", "captions", "text_steps",
                                                   "text_batch", "text_lr", "seed")}
-    if args.drop_axes:  # keyed only when set, so v3's cached tower stays valid
-        stage1["drop_axes"] = str(args.drop_axes)
+    for name in ("drop_axes", "rel", "rel_tau", "rel_anchors"):
+        if getattr(args, name) != ap.get_default(name):  # keyed only when not the default,
+            stage1[name] = str(getattr(args, name))        # so v3's cached tower stays valid
     key = hashlib.sha256((json.dumps(stage1) + "\n".join(texts)).encode()).hexdigest()[:16]
     cached = args.cache / f"text-tower-{key}.pt"
     if cached.is_file():

@@ -44,21 +44,12 @@ DEV_KINDS = {
 
 
 def dev_words(n: int = 60, seed: int = 0) -> dict[str, list[str]]:
-    from mdclust.stages.candidates.wordnet import clean, wordnet
-
-    wn = wordnet()
     banned = captions.caption_words() | {v for _, vs in DEV_KINDS.values() for v in vs}
     taken: set[str] = set()
     out = {}
     for kind, (root, _) in DEV_KINDS.items():
-        syn = wn.synset(root)
-        found = set()
-        for s in syn.closure(lambda x: x.hyponyms()):
-            for lemma in s.lemmas():
-                name = clean(lemma.name())
-                if len(name.split()) <= 2 and re.fullmatch(r"[a-z][a-z \-]*", name) \
-                        and not set(name.split()) & banned:
-                    found.add(name)
+        found = {name for name in language.hyponym_names(root, instances=False, with_root=False)
+                 if re.fullmatch(r"[a-z][a-z \-]*", name) and not set(name.split()) & banned}
         found -= taken
         words = sorted(found)
         random.Random(seed).shuffle(words)
@@ -120,6 +111,10 @@ def main() -> None:
     ap.add_argument("--save", type=Path)
     ap.add_argument("--drop", type=int, default=0)
     ap.add_argument("--mlp-ratio", type=float, default=4.0)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--rel", type=float, default=0.0)
+    ap.add_argument("--rel-tau", type=float, default=0.05)
+    ap.add_argument("--rel-anchors", type=int, default=4096)
     args = ap.parse_args()
     prompts, texts = setup(args)
     have = set(texts)
@@ -148,13 +143,15 @@ def main() -> None:
 
     register_configs()
     cfg = json.loads(json.dumps(open_clip.get_model_config("mdclust-tiny")))
-    cfg["text_cfg"].update(layers=args.layers, width=args.width, mlp_ratio=args.mlp_ratio)
+    cfg["text_cfg"].update(layers=args.layers, width=args.width, mlp_ratio=args.mlp_ratio,
+                           heads=args.heads)
     torch.manual_seed(args.seed)
     model = open_clip.CLIP(**cfg)
     tokenizer = open_clip.get_tokenizer("mdclust-tiny")
     targets = ttc.pca_targets(raw, cfg["embed_dim"], args.drop)
     ns = argparse.Namespace(text_lr=args.lr, text_steps=args.steps, text_batch=args.batch,
-                            seed=args.seed)
+                            seed=args.seed, rel=args.rel, rel_tau=args.rel_tau,
+                            rel_anchors=args.rel_anchors)
     cos = ttc.distil_text_tower(model, tokenizer, texts, targets, ns, print)
 
     def enc(batch):
