@@ -323,6 +323,55 @@ def vocab_loss(model, img, labels, bank, bank_row):
     return F.cross_entropy(logits, target)
 
 
+def aspect_vocab_loss(model, img, labels, bank, bank_row, near, gen, sample: int = 8192):
+    """--vocab-term aspect: for each image and aspect, its value word against a sample of the
+    words that are no value, leaving out the value's near-synonyms (text cosine above
+    --vocab-near: "crimson" is no wrong answer for a red image, "tan" is). One term per aspect,
+    so no aspect's words crowd out another's as in the soft target of `vocab_loss`."""
+    import torch
+    import torch.nn.functional as F
+
+    idx = torch.randint(0, len(bank), (sample,), generator=gen)
+    idx = idx[~near["is_value"][idx]]
+    z = model.logit_scale.exp() * F.normalize(img, dim=-1)
+    neg = z @ bank[idx].T
+    total, terms = 0.0, 0
+    aspects = sorted({a for lab in labels for a in lab})
+    for a in aspects:
+        rows = [i for i, lab in enumerate(labels) if a in lab]
+        own = torch.tensor([bank_row[labels[i][a].lower()] for i in rows])
+        pos = (z[rows] * bank[own]).sum(1, keepdim=True)
+        masked = neg[rows].masked_fill(near["rows"][own][:, idx], float("-inf"))
+        logits = torch.cat([pos, masked], 1)
+        total = total + F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long))
+        terms += 1
+    return total / terms
+
+
+def near_words(bank, bank_row, threshold: float):
+    """Per value word, the bank rows whose text cosine to it is above ``threshold`` (and itself);
+    and which rows are values."""
+    import torch
+
+    values = sorted({v.lower() for _, _, v in language.all_values()})
+    vrows = torch.tensor([bank_row[v] for v in values])
+    is_value = torch.zeros(len(bank), dtype=torch.bool)
+    is_value[vrows] = True
+    lookup = torch.zeros(len(bank), dtype=torch.long)  # bank row of a value -> its table row
+    lookup[vrows] = torch.arange(len(values))
+    return {"is_value": is_value, "rows": _RowsOf((bank[vrows] @ bank.T) > threshold, lookup)}
+
+
+class _RowsOf:
+    """``near["rows"][value_bank_rows]``: the near-synonym mask of each value."""
+
+    def __init__(self, table, lookup):
+        self.table, self.lookup = table, lookup
+
+    def __getitem__(self, bank_rows):
+        return self.table[self.lookup[bank_rows]]
+
+
 def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     import torch
     import torch.nn.functional as F
@@ -347,6 +396,8 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     gen = torch.Generator().manual_seed(args.seed)
     per_world = args.batch // len(data)
     bank, bank_row = word_bank(model, tokenizer) if args.vocab_loss else (None, {})
+    if bank is not None and args.vocab_term == "aspect":
+        near = near_words(bank, bank_row, args.vocab_near)
     history, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -379,7 +430,9 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
             start += per_world
         loss = loss_clip + args.aux * aux / n_heads
         if bank is not None:
-            loss = loss + args.vocab_loss * vocab_loss(model, img, labs, bank, bank_row)
+            loss = loss + args.vocab_loss * (
+                vocab_loss(model, img, labs, bank, bank_row) if args.vocab_term == "soft"
+                else aspect_vocab_loss(model, img, labs, bank, bank_row, near, gen))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -422,6 +475,11 @@ def main() -> None:
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--aux", type=float, default=1.0, help="auxiliary heads' weight")
+    ap.add_argument("--vocab-term", choices=("soft", "aspect"), default="soft",
+                    help="soft: one softmax over every word, the image's values the target; "
+                         "aspect: one term per aspect, near-synonyms left out")
+    ap.add_argument("--vocab-near", type=float, default=0.6,
+                    help="--vocab-term aspect: words this close to a value are not its negatives")
     ap.add_argument("--vocab-loss", type=float, default=0.0,
                     help="weight of an image's own value words against every distilled word")
     ap.add_argument("--n-train", type=int, default=30000, help="images per world")
