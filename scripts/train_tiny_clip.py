@@ -348,9 +348,10 @@ def aspect_vocab_loss(model, img, labels, bank, bank_row, near, gen, sample: int
     return total / terms
 
 
-def near_words(bank, bank_row, threshold: float):
-    """Per value word, the bank rows whose text cosine to it is above ``threshold`` (and itself);
-    and which rows are values."""
+def near_words(bank, bank_row, threshold: float, own: bool = False):
+    """Per value word, the bank rows whose text cosine to it is above ``threshold`` (and itself),
+    with ``own`` only those whose nearest value it is (a word near every colour, such as
+    "multicolored", then stays a negative of all but one); and which rows are values."""
     import torch
 
     values = sorted({v.lower() for _, _, v in language.all_values()})
@@ -359,7 +360,11 @@ def near_words(bank, bank_row, threshold: float):
     is_value[vrows] = True
     lookup = torch.zeros(len(bank), dtype=torch.long)  # bank row of a value -> its table row
     lookup[vrows] = torch.arange(len(values))
-    return {"is_value": is_value, "rows": _RowsOf((bank[vrows] @ bank.T) > threshold, lookup)}
+    sim = bank[vrows] @ bank.T
+    table = sim > threshold
+    if own:
+        table &= sim == sim.max(0, keepdim=True).values
+    return {"is_value": is_value, "rows": _RowsOf(table, lookup)}
 
 
 class _RowsOf:
@@ -397,7 +402,7 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     per_world = args.batch // len(data)
     bank, bank_row = word_bank(model, tokenizer) if args.vocab_loss else (None, {})
     if bank is not None and args.vocab_term == "aspect":
-        near = near_words(bank, bank_row, args.vocab_near)
+        near = near_words(bank, bank_row, args.vocab_near, args.vocab_own)
     history, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -480,6 +485,9 @@ def main() -> None:
                          "aspect: one term per aspect, near-synonyms left out")
     ap.add_argument("--vocab-near", type=float, default=0.6,
                     help="--vocab-term aspect: words this close to a value are not its negatives")
+    ap.add_argument("--vocab-own", action="store_true",
+                    help="--vocab-term aspect: leave out only near words whose nearest value "
+                         "is this one")
     ap.add_argument("--vocab-loss", type=float, default=0.0,
                     help="weight of an image's own value words against every distilled word")
     ap.add_argument("--n-train", type=int, default=30000, help="images per world")
