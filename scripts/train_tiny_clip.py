@@ -18,6 +18,10 @@ SimpleTokenizer), trained in two stages:
    for each) and auxiliary linear heads per world and aspect on the image embedding. The text
    tower stays frozen, so words no caption uses keep the place the teacher gave them.
 
+Optional terms, off by default and not in the shipped model (measured as the v3.2 candidates of
+docs/models.md): --rel in stage 1, --vocab-loss (with --vocab-term, --vocab-near, --vocab-own)
+in stage 2.
+
 Reproducible from --seed; the teacher's vectors are cached under --cache (they depend only on
 the texts). Writes fp16 weights and a JSON report next to them; docs/models.md has the figures.
 
