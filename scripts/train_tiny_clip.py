@@ -186,7 +186,8 @@ def encode_trimmed(model, tokens, normalize: bool = True):
 def relation_anchors(texts: list[str], n: int, seed: int):
     """Rows of ``n`` words under mdclust's prompt, drawn at random (seeded) from the distil set:
     the fixed points `relation_loss` compares neighbourhoods against."""
-    rows = [i for i, t in enumerate(texts) if t.startswith("a photo of a ")]
+    prefix = EVAL_TEMPLATE.split("{}")[0]
+    rows = [i for i, t in enumerate(texts) if t.startswith(prefix)]
     return sorted(random.Random(seed + 1).sample(rows, min(n, len(rows))))
 
 
@@ -218,9 +219,8 @@ def distil_text_tower(model, tokenizer, texts, targets, args, log):
     buckets = [b for b in buckets if len(b)]
     weights = torch.tensor([float(len(b)) for b in buckets])
     gen = torch.Generator().manual_seed(args.seed)
-    rel = getattr(args, "rel", 0.0)
-    if rel:
-        anchors = y[relation_anchors(texts, getattr(args, "rel_anchors", 4096), args.seed)]
+    if args.rel:
+        anchors = y[relation_anchors(texts, args.rel_anchors, args.seed)]
     t0 = time.time()
     for step in range(args.text_steps):
         lr = args.text_lr * 0.5 * (1 + math.cos(math.pi * step / args.text_steps))
@@ -231,8 +231,8 @@ def distil_text_tower(model, tokenizer, texts, targets, args, log):
         out = encode_trimmed(model, tokens[idx].to(DEVICE))
         target = y[idx].to(DEVICE)
         loss = (1 - (out * target).sum(1)).mean()
-        if rel:
-            loss = loss + rel * relation_loss(out, target, anchors, args.rel_tau)
+        if args.rel:
+            loss = loss + args.rel * relation_loss(out, target, anchors, args.rel_tau)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -336,7 +336,7 @@ def aspect_vocab_loss(model, img, labels, bank, bank_row, near, gen, sample: int
     import torch.nn.functional as F
 
     idx = torch.randint(0, len(bank), (sample,), generator=gen)
-    idx = idx[~near["is_value"][idx]]
+    idx = idx[~near.is_value()[idx]]
     z = model.logit_scale.exp() * F.normalize(img, dim=-1)
     neg = z @ bank[idx].T
     total, terms = 0.0, 0
@@ -345,40 +345,36 @@ def aspect_vocab_loss(model, img, labels, bank, bank_row, near, gen, sample: int
         rows = [i for i, lab in enumerate(labels) if a in lab]
         own = torch.tensor([bank_row[labels[i][a].lower()] for i in rows])
         pos = (z[rows] * bank[own]).sum(1, keepdim=True)
-        masked = neg[rows].masked_fill(near["rows"][own][:, idx], float("-inf"))
+        masked = neg[rows].masked_fill(near.of(own)[:, idx], float("-inf"))
         logits = torch.cat([pos, masked], 1)
         total = total + F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long))
         terms += 1
     return total / terms
 
 
-def near_words(bank, bank_row, threshold: float, own: bool = False):
+class NearWords:
     """Per value word, the bank rows whose text cosine to it is above ``threshold`` (and itself),
     with ``own`` only those whose nearest value it is (a word near every colour, such as
-    "multicolored", then stays a negative of all but one); and which rows are values."""
-    import torch
+    "multicolored", then stays a negative of all but one)."""
 
-    values = sorted({v.lower() for _, _, v in language.all_values()})
-    vrows = torch.tensor([bank_row[v] for v in values])
-    is_value = torch.zeros(len(bank), dtype=torch.bool)
-    is_value[vrows] = True
-    lookup = torch.zeros(len(bank), dtype=torch.long)  # bank row of a value -> its table row
-    lookup[vrows] = torch.arange(len(values))
-    sim = bank[vrows] @ bank.T
-    table = sim > threshold
-    if own:
-        table &= sim == sim.max(0, keepdim=True).values
-    return {"is_value": is_value, "rows": _RowsOf(table, lookup)}
+    def __init__(self, bank, bank_row, threshold: float, own: bool = False):
+        import torch
 
+        values = sorted({v.lower() for _, _, v in language.all_values()})
+        vrows = torch.tensor([bank_row[v] for v in values])
+        self.slot = torch.full((len(bank),), -1, dtype=torch.long)  # bank row -> value, or -1
+        self.slot[vrows] = torch.arange(len(values))
+        sim = bank[vrows] @ bank.T
+        self.table = sim > threshold
+        if own:
+            self.table &= sim == sim.max(0, keepdim=True).values
 
-class _RowsOf:
-    """``near["rows"][value_bank_rows]``: the near-synonym mask of each value."""
+    def is_value(self):
+        return self.slot >= 0
 
-    def __init__(self, table, lookup):
-        self.table, self.lookup = table, lookup
-
-    def __getitem__(self, bank_rows):
-        return self.table[self.lookup[bank_rows]]
+    def of(self, value_rows):
+        """The mask over the bank of each value given by its bank row."""
+        return self.table[self.slot[value_rows]]
 
 
 def train_image_tower(model, tokenizer, data, args, log, eval_sets):
@@ -406,7 +402,7 @@ def train_image_tower(model, tokenizer, data, args, log, eval_sets):
     per_world = args.batch // len(data)
     bank, bank_row = word_bank(model, tokenizer) if args.vocab_loss else (None, {})
     if bank is not None and args.vocab_term == "aspect":
-        near = near_words(bank, bank_row, args.vocab_near, args.vocab_own)
+        near = NearWords(bank, bank_row, args.vocab_near, args.vocab_own)
     history, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:

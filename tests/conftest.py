@@ -24,6 +24,17 @@ TINY = "mdclust-test-tiny"
 MDCLUST = str(Path(sys.executable).with_name("mdclust"))
 
 
+def load_script(name: str):
+    """A module of scripts/ (training and evaluation tools, not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def write_images(folder: Path, n: int, seed: int = 0, size=(40, 48), prefix="img") -> list[Path]:
     """n distinct random PNG files (deterministic), half of them in a subfolder."""
     from PIL import Image

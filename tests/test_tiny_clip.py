@@ -2,9 +2,10 @@
 vocabulary in both generated worlds, below the measured figures (docs/models.md) but far above
 chance, and a text side where words no training caption uses land with their kind."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_script
 
 from mdclust.core.encoders import BUNDLED_WEIGHTS, ClipEncoder, model_spec
 
@@ -20,13 +21,6 @@ FLOORS = {"shapes": {"color": 0.9, "shape": 0.4, "background": 0.9, "count": 0.9
 # whose nearest value (of all 92, both worlds) is of their kind: floors below the measured
 # 0.587 / 0.509 / 0.632 (docs/models.md), far above chance (16/92, 12/92, 9/92).
 KIND_FLOORS = {"color": 0.5, "shape": 0.4, "typeface": 0.5}
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_bundled_weights_are_small_and_load_offline():

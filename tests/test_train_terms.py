@@ -2,24 +2,17 @@
 the stage-1 neighbourhood term and the stage-2 vocabulary terms, on small hand-made text
 spaces whose right answers are known."""
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import load_script
 
 torch = pytest.importorskip("torch")
-SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def ttc():
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("train_tiny_clip", SCRIPTS / "train_tiny_clip.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train_tiny_clip")
 
 
 def unit(x):
@@ -56,14 +49,14 @@ def test_near_words_spare_a_hub_for_one_value_only_when_asked(ttc, space):
     colour_rows = torch.tensor([row[c] for c in colours])
     hub_cos = bank[colour_rows] @ bank[row["hub"]]
     threshold = float(hub_cos.min()) - 0.01  # the hub is "near" every colour
-    every = ttc.near_words(bank, row, threshold)
-    assert bool(every["rows"][colour_rows][:, row["hub"]].all())
-    own = ttc.near_words(bank, row, threshold, own=True)
-    assert int(own["rows"][colour_rows][:, row["hub"]].sum()) == 1
+    every = ttc.NearWords(bank, row, threshold)
+    assert bool(every.of(colour_rows)[:, row["hub"]].all())
+    own = ttc.NearWords(bank, row, threshold, own=True)
+    assert int(own.of(colour_rows)[:, row["hub"]].sum()) == 1
     red = torch.tensor([row["red"]])
-    assert bool(own["rows"][red][0, row["crimson"]]) and not bool(own["rows"][red][0, row["tan"]])
-    assert int(own["is_value"].sum()) == len({v.lower() for _, _, v in
-                                               ttc.language.all_values()})
+    assert bool(own.of(red)[0, row["crimson"]]) and not bool(own.of(red)[0, row["tan"]])
+    assert int(own.is_value().sum()) == len({v.lower() for _, _, v in
+                                              ttc.language.all_values()})
 
 
 def test_vocab_terms_prefer_the_image_at_its_own_word(ttc, space):
@@ -74,7 +67,7 @@ def test_vocab_terms_prefer_the_image_at_its_own_word(ttc, space):
     at_tan = torch.stack([bank[row["tan"]], bank[row["tan"]]])
     soft = [float(ttc.vocab_loss(model, img, labels, bank, row)) for img in (right, at_tan)]
     assert soft[0] < soft[1] - 1
-    near = ttc.near_words(bank, row, 0.5, own=True)
+    near = ttc.NearWords(bank, row, 0.5, own=True)
     per_aspect = [float(ttc.aspect_vocab_loss(model, img, labels, bank, row, near,
                                               torch.Generator().manual_seed(0), sample=64))
                   for img in (right, at_tan)]
