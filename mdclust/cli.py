@@ -392,6 +392,10 @@ def cluster_cmd(
     backend: str = BackendOpt,
     names_from: Optional[str] = typer.Option(None, help="Name the clusters with this "
                                              "interest's candidates (interest-free methods)."),
+    hubness: str = typer.Option("auto", help="zeroshot/gradnorm/tac/sic and names: median "
+                                "(each word's cosines taken relative to its median over the "
+                                "images), none, or auto: median for --source wordnet "
+                                "candidates only (docs/methods/hubness.md)."),
     model: Optional[str] = ModelKeyOpt,
     store: Optional[Path] = StoreOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
 ) -> None:
@@ -401,7 +405,7 @@ def cluster_cmd(
         res = mdclust.cluster(_store(store), interest, method=name, k=_k(k), k_max=k_max,
                               seed=seed,
                               model=model, spherical=spherical, kappa=kappa, backend=backend,
-                              names_from=names_from)
+                              names_from=names_from, hubness=hubness)
         _say_k(res.k_choice, quiet)
         objs.append(res.to_json())
         if not (as_json or quiet):

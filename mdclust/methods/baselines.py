@@ -158,28 +158,32 @@ def spherical_kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
     return best
 
 
-def zero_shot(E: np.ndarray, T: np.ndarray, k: int,
-              chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def zero_shot(E: np.ndarray, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK,
+              shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Assign each image to its most similar candidate; with more candidates in use than k,
     keep the k candidates chosen by most images as class names and assign again among them.
 
     Returns (labels in [0, k'), indices of the candidates that name the clusters), k' <= k.
-    Works through ``E`` in chunks: memory stays (chunk x candidates) at any N.
+    Works through ``E`` in chunks: memory stays (chunk x candidates) at any N. ``shift``: a
+    value per candidate subtracted from its cosines (methods/hubness.py).
     """
-    used = zero_shot_words(E, T, k, chunk)
-    return _argmax(E, T[used], chunk), used
+    used = zero_shot_words(E, T, k, chunk, shift)
+    return _argmax(E, T[used], chunk, None if shift is None else shift[used]), used
 
 
-def _argmax(E, T: np.ndarray, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
-    return np.concatenate([(E[i:i + chunk] @ T.T).argmax(1)
+def _argmax(E, T: np.ndarray, chunk: int = ASSIGN_CHUNK,
+            shift: np.ndarray | None = None) -> np.ndarray:
+    s = 0 if shift is None else shift
+    return np.concatenate([(E[i:i + chunk] @ T.T - s).argmax(1)
                            for i in range(0, len(E), chunk)]) if len(E) else \
         np.zeros(0, dtype=np.int64)
 
 
-def zero_shot_words(E, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+def zero_shot_words(E, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK,
+                    shift: np.ndarray | None = None) -> np.ndarray:
     """The candidates zero-shot assigns among (indices, sorted): those some image prefers,
     at most the k chosen by most images. One pass over ``E``."""
-    used, counts = np.unique(_argmax(E, T, chunk), return_counts=True)
+    used, counts = np.unique(_argmax(E, T, chunk, shift), return_counts=True)
     if len(used) > k:
         order = np.lexsort((used, -counts))  # most used first, ties by candidate order
         used = np.sort(used[order[:k]])
@@ -187,7 +191,8 @@ def zero_shot_words(E, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK) -> np.n
 
 
 def name_clusters(E: np.ndarray, labels: np.ndarray, k: int, T: np.ndarray,
-                  chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int = ASSIGN_CHUNK,
+                  shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A word for each cluster: every image votes for its nearest word (cosine of its image
     feature to the words' text features ``T``, as zero-shot CLIP), and the k clusters get
     distinct words maximising the votes they hold (Hungarian assignment; with fewer words than
@@ -196,10 +201,12 @@ def name_clusters(E: np.ndarray, labels: np.ndarray, k: int, T: np.ndarray,
     image vector's nearest word is often a generic one, while most members' nearest word is
     the right one (docs/report.md has the measurement).
 
+    ``shift``: a value per word subtracted from its cosines before the vote (hubness.py).
+
     Returns (word index per cluster, share of the cluster's members voting for it)."""
     from scipy.optimize import linear_sum_assignment
 
-    votes = np.concatenate([(E[i:i + chunk] @ T.T).argmax(1) for i in range(0, len(E), chunk)])
+    votes = _argmax(E, T, chunk, shift)
     counts = np.zeros((k, len(T)), dtype=np.int64)
     np.add.at(counts, (np.asarray(labels), votes), 1)
     if len(T) >= k:

@@ -140,21 +140,26 @@ def select(scores: np.ndarray, assign: np.ndarray, beta: int = BETA) -> np.ndarr
 
 
 def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
-                     chunk: int = 8192, out: np.ndarray | None = None) -> np.ndarray:
+                     chunk: int = 8192, out: np.ndarray | None = None,
+                     shift: np.ndarray | None = None) -> np.ndarray:
     """Eq. (9): v_i = sum_j softmax_j(e_i^T r_j / kappa) r_j, over the selected nouns;
-    computed in chunks of rows, into ``out`` when given (e.g. a view of a larger matrix)."""
+    computed in chunks of rows, into ``out`` when given (e.g. a view of a larger matrix).
+    ``shift``: a value per noun subtracted from e_i^T r_j first (mdclust's hubness
+    correction, methods/hubness.py; None is the paper's Eq. 9)."""
     if out is None:
         out = np.empty((len(E), R_sel.shape[1]), dtype=np.float32)
+    s = 0 if shift is None else shift
     for i in range(0, len(E), chunk):
-        out[i:i + chunk] = softmax(E[i:i + chunk] @ R_sel.T / kappa) @ R_sel
+        out[i:i + chunk] = softmax((E[i:i + chunk] @ R_sel.T - s) / kappa) @ R_sel
     return out
 
 
-def image_text_rows(E: np.ndarray, R_sel: np.ndarray,
-                    kappa: float = KAPPA) -> tuple[np.ndarray, ConcatRows]:
+def image_text_rows(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
+                    shift: np.ndarray | None = None) -> tuple[np.ndarray, ConcatRows]:
     """V in float16 (as `cluster` stores it, so `eval` reclusters exactly what `cluster` did)
     and [E; V] for k-means, assembled block by block rather than held whole (4 GB at 1M)."""
-    V = text_counterpart(E, R_sel, kappa, out=np.empty((len(E), R_sel.shape[1]), np.float16))
+    V = text_counterpart(E, R_sel, kappa, out=np.empty((len(E), R_sel.shape[1]), np.float16),
+                         shift=shift)
     return V, ConcatRows(E, V)
 
 

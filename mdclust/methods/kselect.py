@@ -137,21 +137,25 @@ def by_features(X, k_max: int | None = None, seed: int = 0) -> KChoice:
     return KChoice(_best(scores), "silhouette", k_max, scores, len(rows))
 
 
-def votes(E: np.ndarray, T: np.ndarray, temperature: float = VOTE_TEMPERATURE) -> np.ndarray:
-    """Each image's zero-shot distribution over the words (rows of ``E`` and ``T`` unit)."""
-    Z = (E @ T.T) / temperature
+def votes(E: np.ndarray, T: np.ndarray, temperature: float = VOTE_TEMPERATURE,
+          shift: np.ndarray | None = None) -> np.ndarray:
+    """Each image's zero-shot distribution over the words (rows of ``E`` and ``T`` unit;
+    ``shift`` a value per word subtracted from its cosines, methods/hubness.py)."""
+    Z = (E @ T.T - (0 if shift is None else shift)) / temperature
     Z -= Z.max(1, keepdims=True)
     P = np.exp(Z)
     return P / P.sum(1, keepdims=True)
 
 
-def by_votes(E: np.ndarray, T: np.ndarray, k_max: int | None = None, seed: int = 0) -> KChoice:
+def by_votes(E: np.ndarray, T: np.ndarray, k_max: int | None = None, seed: int = 0,
+             shift: np.ndarray | None = None) -> KChoice:
     """Interest-driven: the smallest k whose k-means on the images' votes over the words
     (Hellinger embedding) has a silhouette within VOTE_SLACK of the best; k_max at most the
     words some image prefers."""
     n = len(E)
     rows = _sample(n, seed)
-    P = votes(np.asarray(E[rows], dtype=np.float32), np.asarray(T, dtype=np.float32))
+    P = votes(np.asarray(E[rows], dtype=np.float32), np.asarray(T, dtype=np.float32),
+              shift=shift)
     chosen = len(np.unique(P.argmax(1)))
     top = default_k_max(n, len(T)) if k_max is None else k_max
     k_max = max(2, min(top, chosen)) if k_max is None else k_max

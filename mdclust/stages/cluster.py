@@ -16,6 +16,7 @@ from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
 from mdclust.methods import gradnorm as gn
+from mdclust.methods import hubness as hub
 from mdclust.methods.baselines import backend_for, kmeans, name_clusters, zero_shot
 from mdclust.methods.kselect import KChoice
 from mdclust.stages import kchoice
@@ -78,13 +79,20 @@ def _trained(store, m, interest, feats, k, seed, **opts):
     return labels, {}, {"features": "trained"}, [], vocab
 
 
+def candidates_source(store, interest: str | None) -> str | None:
+    """Where the interest's candidates came from (llm, file, wordnet), None without any."""
+    g = store.read_group(layout.candidates(interest), ()) if interest else None
+    return g.attrs.get("source") if g is not None else None
+
+
 def _zeroshot(store, m, interest, feats, k, seed, **opts):
     words = read_candidates(store, interest)
     T = text_features(store, words, opts["template"], model=feats.key)
-    labels, used = zero_shot(feats.vectors, T, k)
+    how = hub.resolve(opts["hubness"], candidates_source(store, interest))
+    labels, used = zero_shot(feats.vectors, T, k, shift=hub.baselines(feats.vectors, T, how))
     names = [words[i] for i in used]
     return labels, {}, {"features": "none", "template": opts["template"],
-                        "candidates": len(words)}, names, None
+                        "candidates": len(words), "hubness": how}, names, None
 
 
 def _laic(store, m, interest, feats, k, seed, **opts):
@@ -94,11 +102,16 @@ def _laic(store, m, interest, feats, k, seed, **opts):
         raise StaleResult(f"the filter ran on {key} features but clustering uses {feats.key}; "
                           f"pass --model {key} or filter again")
     R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
-    V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"])
+    params = sel.attrs["params"]
+    source = params.get("source") or ("wordnet-all" if params["pool"] == "wordnet-all" else
+                                      candidates_source(store, interest))
+    how = hub.resolve(opts["hubness"], source)
+    V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"],
+                                 shift=hub.baselines(feats.vectors, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": V}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
-        "nouns": len(sel["noun"]), "filter": m.filter_score}, [], \
+        "nouns": len(sel["noun"]), "filter": m.filter_score, "hubness": how}, [], \
         (list(sel["noun"]), sel.attrs["params"]["template"])
 
 
@@ -111,7 +124,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
             model: str | None = None,
             spherical: bool = False, kappa: float = gn.KAPPA,
             template: str = DEFAULT_TEMPLATE, backend: str = "auto",
-            names_from: str | None = None) -> ClusterResult:
+            names_from: str | None = None, hubness: str = "auto") -> ClusterResult:
     """Cluster the images for an interest with a method; stores labels and features.
 
     Parameters
@@ -145,6 +158,11 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     names_from : str, optional
         Name the clusters with this interest's candidates (for an interest-free clustering;
         one with an interest is named with its own words).
+    hubness : str
+        zeroshot, gradnorm, tac, sic and the cluster names: auto, none or median. median takes
+        each word's cosines relative to its median over the images, so that words near every
+        image (hubs) stop taking them all; auto is median for `--source wordnet` candidates
+        only (docs/methods/hubness.md).
 
     Returns
     -------
@@ -160,13 +178,14 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     t0 = time.perf_counter()
     m: Method = get(method)
     backend_for(backend, 0)  # a bad name fails before any work
+    hub.resolve(hubness, None)
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
     store.check_writable()  # before the work, not at commit
     feats = load_image_features(store, model)
     n = len(feats.paths)
-    choice = _choose_k(store, m, interest, feats, k, k_max, seed)
+    choice = _choose_k(store, m, interest, feats, k, k_max, seed, hubness)
     k = choice.k
     named_by = None
     if names_from is not None:  # read now: a missing interest fails before any work
@@ -174,7 +193,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         named_by = (read_candidates(store, names_from), DEFAULT_TEMPLATE)
     labels, extra, params, names, vocab = BY_KIND[m.kind](
         store, m, interest, feats, k, seed, spherical=spherical, kappa=kappa,
-        template=template, backend=backend)
+        template=template, backend=backend, hubness=hubness)
     labels = np.asarray(labels, dtype=np.int32)
     if vocab is None and named_by is not None:
         vocab = named_by
@@ -182,7 +201,11 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     if vocab is not None and not names:
         words, word_template = vocab
         T = text_features(store, words, word_template, model=feats.key)
-        pick, share = name_clusters(feats.vectors, labels, int(labels.max()) + 1, T)
+        how = params.get("hubness") or hub.resolve(
+            hubness, candidates_source(store, names_from or interest))
+        params["names_hubness"] = how
+        pick, share = name_clusters(feats.vectors, labels, int(labels.max()) + 1, T,
+                                    shift=hub.baselines(feats.vectors, T, how))
         names = [words[i] for i in pick]
         extra["name_share"] = share.astype(np.float32)
     if names:
@@ -198,7 +221,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
                          choice.to_json())
 
 
-def _choose_k(store, m: Method, interest, feats, k, k_max, seed) -> KChoice:
+def _choose_k(store, m: Method, interest, feats, k, k_max, seed, hubness) -> KChoice:
     """The given k, else: a trained method's own; interest-free kmeans by silhouette on the
     image features; interest-driven by the images' votes over the interest's words (its
     candidates; for a filter run on the wordnet-all pool without candidates, the kept nouns)."""
@@ -215,11 +238,12 @@ def _choose_k(store, m: Method, interest, feats, k, k_max, seed) -> KChoice:
                        {int(a): b for a, b in how.get("scores", {}).items()}, how.get("rows", 0))
     if m.kind == "image":
         return kchoice.for_features(store, interest, k, feats.vectors, k_max=k_max, seed=seed)
-    words = None
-    if m.kind == "laic" and store.read_group(layout.candidates(interest)) is None:
-        words = list(layout.read_filtered(store, interest, m.filter_score)["noun"])
+    words = source = None
+    if m.kind == "laic" and store.read_group(layout.candidates(interest), ()) is None:
+        words, source = list(layout.read_filtered(store, interest, m.filter_score)["noun"]), \
+            "wordnet-all"
     return kchoice.for_interest(store, interest, k, n, feats.vectors, feats.key, k_max=k_max,
-                                words=words, seed=seed)
+                                words=words, source=source, seed=seed, hubness=hubness)
 
 
 def read_clustering(store: Store, interest: str | None, method: str,

@@ -111,7 +111,9 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     choice = None
     if pool == "candidates":
         words = read_candidates(store, interest)
+        source = store.read_group(layout.candidates(interest), ()).attrs.get("source")
     else:
+        source = "wordnet-all"
         from mdclust.stages.candidates.wordnet import all_nouns
 
         words = all_nouns()
@@ -143,7 +145,8 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
                           [words[i] for i in keep], [float(x) for x in kept_scores],
                           k_choice=choice.to_json() if choice else None,
                           sampled=0 if rows is None else len(rows))
-    params = {"pool": pool, "pool_size": len(words), "clusters": clusters, "k": k,
+    params = {"pool": pool, "source": source, "pool_size": len(words), "clusters": clusters,
+              "k": k,
               "k_choice": result.k_choice,
               "beta": beta, "tau": tau, "epochs": epochs, "lr": lr, "batch": batch,
               "min_steps": min_steps, "seed": seed, "template": template,

@@ -9,6 +9,7 @@ import numpy as np
 from mdclust.core import layout
 from mdclust.core.errors import BadInput
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.methods import hubness as hub
 from mdclust.methods.kselect import KChoice, by_features, by_votes
 
 
@@ -32,9 +33,11 @@ def given(store, interest: str | None, k: int | None, n: int) -> KChoice | None:
 
 def for_interest(store, interest: str, k: int | None, n: int, E: np.ndarray, model_key: str,
                  *, k_max: int | None = None, words: list[str] | None = None,
-                 template: str = DEFAULT_TEMPLATE, seed: int = 0) -> KChoice:
+                 source: str | None = None, template: str = DEFAULT_TEMPLATE, seed: int = 0,
+                 hubness: str = "auto") -> KChoice:
     """Interest-driven methods: given k, else the images' votes over the interest's words
-    (its candidates unless ``words`` are given)."""
+    (its candidates and their source unless ``words`` and ``source`` are given), hubs
+    corrected as ``hubness`` says for that source (methods/hubness.py)."""
     if k_max is not None:  # a bad bound is bad input even where k is given
         _check(k_max, n, "--k-max")
     fixed = given(store, interest, k, n)
@@ -42,11 +45,13 @@ def for_interest(store, interest: str, k: int | None, n: int, E: np.ndarray, mod
         return fixed
     if words is None:
         words = layout.read_candidates(store, interest)
+        source = store.read_group(layout.candidates(interest), ()).attrs.get("source")
     if len(words) < 2:
         raise BadInput(f"the interest {interest!r} has {len(words)} candidate word; k cannot "
                        "be chosen from fewer than two: give --k or more candidates")
-    T = text_features(store, words, template, model=model_key)
-    return by_votes(E, np.asarray(T, dtype=np.float32), k_max, seed)
+    T = np.asarray(text_features(store, words, template, model=model_key), dtype=np.float32)
+    shift = hub.baselines(E, T, hub.resolve(hubness, source), seed)
+    return by_votes(E, T, k_max, seed, shift)
 
 
 def for_features(store, interest: str | None, k: int | None, X, *,

@@ -9,7 +9,9 @@
   over the interest's own words (the nouns a GradNorm filter kept, Multi-DProxy's refined
   candidates, else the interest's candidates), restricted to the k most chosen words. A
   clustering that follows the interest agrees with what its words say; k-means clustering "by
-  colour" that follows shape does not. None when there is no interest or no words.
+  colour" that follows shape does not. None when there is no interest or no words. The
+  zero-shot assignment corrects hubs as the clustering did (its stored `hubness`, or the
+  `names_hubness` of its names; methods/hubness.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from mdclust.core import layout
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.methods import hubness as hub
 from mdclust.methods.baselines import zero_shot, zero_shot_words
 from mdclust.methods.kselect import silhouette
 
@@ -72,11 +75,14 @@ def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str,
         return None
     T = np.asarray(text_features(store, words[0], words[1], model=model_key), dtype=np.float32)
     k = max(2, int(labels.max()) + 1)
+    params = group.attrs.get("params", {})
+    shift = hub.baselines(E, T, params.get("hubness") or params.get("names_hubness") or "none")
     if sample is None:
-        zs, _ = zero_shot(E, T, k)
+        zs, _ = zero_shot(E, T, k, shift=shift)
         return float(normalized_mutual_info_score(zs, labels))
     rows, E_rows = sample
-    zs = (E_rows @ T[zero_shot_words(E, T, k)].T).argmax(1)
+    used = zero_shot_words(E, T, k, shift=shift)
+    zs = (E_rows @ T[used].T - (0 if shift is None else shift[used])).argmax(1)
     return float(normalized_mutual_info_score(zs, labels[rows]))
 
 

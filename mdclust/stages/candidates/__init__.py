@@ -209,7 +209,8 @@ def candidates(store: StoreLike, interest: str, *, k: int | None = None,
         feats = load_image_features(store, model, stream=True)
         result.k_choice = kchoice.for_interest(
             store, interest, k, len(feats.paths), feats.vectors, feats.key,
-            k_max=k_max, words=result.words, template=template or DEFAULT_TEMPLATE).to_json()
+            k_max=k_max, words=result.words, source=kind,
+            template=template or DEFAULT_TEMPLATE).to_json()
     return result
 
 
