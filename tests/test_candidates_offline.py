@@ -51,6 +51,21 @@ def test_wordnet_interest_candidates():
         interest_candidates("qwertyuiop")
 
 
+def test_wordnet_lists_do_not_depend_on_string_hashing():
+    """nltk's order of hyponyms follows Python's string hashing; the list (order and cut) must
+    not, or one seed of a benchmark gives another result in every process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from mdclust.stages.candidates.wordnet import interest_candidates as c; "
+            "print('|'.join(c('color')))")
+    lists = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(s)}, check=True).stdout
+             for s in (1, 2)}
+    assert len(lists) == 1 and "henna" in lists.pop()
+
+
 def test_wordnet_all_is_the_noun_vocabulary():
     nouns = all_nouns()
     # 82,115 noun synsets in WordNet 3.0 -> 67,186 distinct first-lemma names

@@ -96,7 +96,9 @@ def interest_candidates(interest: str, n: int | None = None, depth: int = 3) -> 
     for level in range(1, depth + 1):
         nxt = []
         for syn in frontier:
-            for hypo in syn.hyponyms() + syn.instance_hyponyms():
+            # sorted: nltk's order of hyponyms varies with Python's string hashing, and ties
+            # below are broken by the order words were found in
+            for hypo in sorted(syn.hyponyms() + syn.instance_hyponyms(), key=lambda s: s.name()):
                 nxt.append(hypo)
                 for lemma in hypo.lemmas():
                     name = clean(lemma.name())
