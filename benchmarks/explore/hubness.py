@@ -1,0 +1,133 @@
+"""Dev study behind `cluster --hubness` (docs/methods/hubness.md): each word's cosines taken
+as they are, or relative to a statistic of them over the images (mean, median, 25th or 10th
+percentile), in zero-shot, in GradNorm's text counterparts (Eq. 9) and in the k estimate by
+votes; every aspect of both worlds with the three candidate sources of the quality benchmark,
+plus GradNorm on the paper's wordnet-all pool.
+
+Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
+
+    python benchmarks/explore/hubness.py --workdir /tmp/hub --json /tmp/hub/dev.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import quality as q  # noqa: E402
+
+HOWS = ("plain", "mean", "median", "q25", "q10")
+
+
+def centred(L: np.ndarray, how: str) -> np.ndarray:
+    """Cosines (images x words) less each word's statistic over the images."""
+    stat = {"plain": lambda a: 0, "mean": lambda a: a.mean(0),
+            "median": lambda a: np.median(a, 0),
+            "q25": lambda a: np.quantile(a, 0.25, axis=0),
+            "q10": lambda a: np.quantile(a, 0.10, axis=0)}[how]
+    return L - stat(L)
+
+
+def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
+    import csv
+
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from mdclust.core import layout
+    from mdclust.core.features import load_image_features
+    from mdclust.core.textcache import text_features
+    from mdclust.methods import gradnorm as gn
+    from mdclust.methods.baselines import kmeans, zero_shot
+    from mdclust.methods.kselect import by_votes
+    from mdclust.stages.filter import filter_nouns
+
+    vocab, store = q.embedded_set(seed, n, workdir, world)
+    f = load_image_features(store)
+    E = np.asarray(f.vectors, dtype=np.float64)
+    truth = {r["path"]: r for r in csv.DictReader(open(workdir / f"{world}-{seed}-{n}" /
+                                                       "labels.csv"))}
+    rows = []
+    for aspect in vocab:
+        y = [truth[p][aspect] for p in f.paths]
+        k = len(vocab[aspect]["present"])
+        km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
+        for source in q.SOURCES + ("wordnet-all",):
+            r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
+                 "kmeans": km}
+            if source == "wordnet-all":
+                filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
+            else:
+                words = q.source_words(store, aspect, source, k, vocab[aspect]["vocabulary"],
+                                       world, workdir)
+                T = np.asarray(text_features(store, words, model=f.key), dtype=np.float64)
+                S = E @ T.T
+                for how in HOWS:
+                    r["zs_" + how] = nmi(y, zero_shot(centred(S, how), np.eye(len(T)), k)[0])
+                for how in ("plain", "median"):  # k by votes: a shift is one more column
+                    shift = np.zeros(len(T)) if how == "plain" else np.median(S, 0)
+                    E2 = np.hstack([E, np.ones((len(E), 1))]).astype(np.float32)
+                    T2 = np.hstack([T, -shift[:, None]]).astype(np.float32)
+                    r["k_" + how] = by_votes(E2, T2, seed=0).k
+                filter_nouns(store, aspect, method="gradnorm", k=k)
+            R = np.asarray(text_features(store, layout.read_filtered(store, aspect, "gradnorm")
+                                         ["noun"], model=f.key), dtype=np.float64)
+            for how in HOWS:
+                V = gn.softmax(centred(E @ R.T, how) / gn.KAPPA) @ R
+                X = np.hstack([E, V]).astype(np.float32)
+                r["gn_" + how] = float(np.mean([nmi(y, kmeans(X, k, seed=s)) for s in range(3)]))
+            rows.append(r)
+            log(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in r.items()}))
+    return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["world"], r["source"])].append(r)
+    out = []
+    for (world, source), rs in sorted(by.items()):
+        km = np.mean([r["kmeans"] for r in rs])
+        cells = [f"{world} {source} ({len(rs)} cases): k-means {km:.3f}"]
+        for part in ("zs_", "gn_"):
+            vals = [f"{h} {np.mean([r[part + h] for r in rs]):.3f}" for h in HOWS
+                    if part + h in rs[0]]
+            if vals:
+                cells.append(("zero-shot " if part == "zs_" else "gradnorm ") + ", ".join(vals))
+        if "k_plain" in rs[0]:
+            for h in ("plain", "median"):
+                d = np.array([r["k_" + h] - r["k"] for r in rs])
+                cells.append(f"k {h}: exact {np.mean(d == 0):.2f}, within 1 "
+                             f"{np.mean(abs(d) <= 1):.2f}")
+        out.append("; ".join(cells))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if set(args.seeds) - set(q.DEV_SEEDS):
+        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = [r for w in args.worlds for s in args.seeds
+            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
+    print("\n".join(summary(rows)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
