@@ -98,8 +98,8 @@ def test_wordnet_colour_lists_are_corrected_by_default_and_recorded(wordnet_stor
             score[how, method] = nmi([truth[p] for p in res.paths], res.labels)
             g = mdclust.Store(store).read_group(f"interests/color/clusterings/{method}", ())
             assert g.attrs["params"]["hubness"] == ("none" if how == "none" else "median")
-    assert score["auto", "zeroshot"] > score["none", "zeroshot"] + 0.2, score
-    assert score["auto", "gradnorm"] > score["none", "gradnorm"] + 0.1, score
+    assert score["auto", "zeroshot"] > score["none", "zeroshot"] + 0.1, score
+    assert score["auto", "gradnorm"] > score["none", "gradnorm"] + 0.05, score
     # the CLI: the option, its provenance in --json's stored params, and a bad value
     done = subprocess.run([MDCLUST, "cluster", "-i", "color", "--method", "kmeans",
                            "--hubness", "median", "--store", str(store), "--json"],

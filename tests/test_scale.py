@@ -103,6 +103,31 @@ def test_streamed_features_equal_a_whole_read_with_duplicates(tiny_store, monkey
     np.testing.assert_allclose(streamed.vectors[5], v / np.linalg.norm(v), rtol=1e-6)
 
 
+def test_features_are_read_once_inside_reused_and_again_when_the_images_change(tiny_store,
+                                                                                   tmp_path):
+    from conftest import TINY, write_images
+
+    from mdclust.cli import _reading_once
+
+    st = tiny_store
+    assert features_mod.load_image_features(st) is not features_mod.load_image_features(st)
+    with features_mod.reused():
+        first = features_mod.load_image_features(st)
+        assert features_mod.load_image_features(st) is first
+        # new images: the memo is stale, the next read sees them
+        write_images(tmp_path / "imgs", 2, seed=9, size=(24, 24), prefix="new")
+        mdclust.embed(tmp_path / "imgs", st, model=TINY, pretrained="random", workers=0)
+        again = features_mod.load_image_features(st)
+        assert again is not first and len(again.paths) == len(first.paths) + 2
+    assert features_mod._REUSE is None  # nothing kept outside the block
+    fresh = features_mod.load_image_features(st)
+    assert fresh.paths == again.paths
+    np.testing.assert_array_equal(fresh.vectors, again.vectors)
+    # the CLI's loop over several methods runs inside it, and leaves nothing behind
+    seen = [features_mod._REUSE is not None for _ in _reading_once(["kmeans", "zeroshot"])]
+    assert seen == [True, True] and features_mod._REUSE is None
+
+
 def test_cluster_and_eval_take_a_backend(tiny_store, tmp_path):
     path = tiny_store.path
     res = mdclust.cluster(path, method="kmeans", k=3, backend="faiss")

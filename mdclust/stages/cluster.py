@@ -103,7 +103,7 @@ def _laic(store, m, interest, feats, k, seed, **opts):
                           f"pass --model {key} or filter again")
     R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
     params = sel.attrs["params"]
-    source = params.get("source") or ("wordnet-all" if params["pool"] == "wordnet-all" else
+    source = params.get("source") or ("wordnet-all" if params.get("pool") == "wordnet-all" else
                                       candidates_source(store, interest))
     how = hub.resolve(opts["hubness"], source)
     V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"],
