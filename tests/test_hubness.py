@@ -48,17 +48,17 @@ def test_resolve_auto_is_median_for_wordnet_lists_only():
         hub.resolve("mean", "wordnet")
 
 
-def test_baselines_are_each_words_median_over_the_images_or_a_seeded_sample():
+def test_word_medians_are_over_the_images_or_a_seeded_sample():
     E, T, _ = planted()
-    assert hub.baselines(E, T, "none") is None
-    assert np.allclose(hub.baselines(E, T, "median"), np.median(E @ T.T, axis=0), atol=1e-6)
-    a, b = (hub.baselines(E, T, "median", seed=3, rows=50) for _ in range(2))
-    assert np.array_equal(a, b) and not np.allclose(a, hub.baselines(E, T, "median"))
+    assert hub.word_medians(E, T, "none") is None
+    assert np.allclose(hub.word_medians(E, T, "median"), np.median(E @ T.T, axis=0), atol=1e-6)
+    a, b = (hub.word_medians(E, T, "median", rows=50) for _ in range(2))
+    assert np.array_equal(a, b) and not np.allclose(a, hub.word_medians(E, T, "median"))
 
 
 def test_a_planted_hub_takes_every_image_unless_corrected():
     E, T, y = planted()
-    shift = hub.baselines(E, T, "median")
+    shift = hub.word_medians(E, T, "median")
     plain, used = zero_shot(E, T, 3)
     assert list(used) == [3] or nmi(y, plain) < 0.2  # the hub alone (or nearly) is chosen
     fixed, used = zero_shot(E, T, 3, shift=shift)
@@ -72,7 +72,9 @@ def test_a_planted_hub_takes_every_image_unless_corrected():
     pick, share = name_clusters(E, y, 3, T, shift=shift)
     assert list(pick) == [0, 1, 2] and share.min() > 0.9
     # the k estimate: three values, not the single word everyone prefers
-    assert by_votes(E, T, seed=0, shift=shift).k == 3
+    choice = by_votes(E, T, seed=0, hubness="median")
+    assert choice.k == 3 and choice.to_json()["hubness"] == "median"
+    assert "hubness" not in by_votes(E, T, seed=0).to_json()
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,9 @@ def test_wordnet_colour_lists_are_corrected_by_default_and_recorded(wordnet_stor
             score[how, method] = nmi([truth[p] for p in res.paths], res.labels)
             g = mdclust.Store(store).read_group(f"interests/color/clusterings/{method}", ())
             assert g.attrs["params"]["hubness"] == ("none" if how == "none" else "median")
+    # the label-free reference corrects the same way: auto zero-shot agrees with itself
+    agree = mdclust.evaluate(store, "color", method="zeroshot", runs=1).interest_agreement
+    assert agree == pytest.approx(1.0)
     assert score["auto", "zeroshot"] > score["none", "zeroshot"] + 0.1, score
     assert score["auto", "gradnorm"] > score["none", "gradnorm"] + 0.05, score
     # the CLI: the option, its provenance in --json's stored params, and a bad value
@@ -105,9 +110,11 @@ def test_wordnet_colour_lists_are_corrected_by_default_and_recorded(wordnet_stor
                            "--hubness", "median", "--store", str(store), "--json"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["names"]
+    assert json.loads(done.stdout)["names"] and json.loads(done.stdout)["hubness"] == "median"
     g = mdclust.Store(store).read_group("interests/color/clusterings/kmeans", ())
     assert g.attrs["params"]["names_hubness"] == "median"
+    loaded = mdclust.load_clustering(store, "color", method="kmeans")
+    assert loaded.hubness == "median" and loaded.k_choice == g.attrs["params"]["k_choice"]
     bad = subprocess.run([MDCLUST, "cluster", "-i", "color", "--method", "zeroshot",
                           "--hubness", "mean", "--store", str(store)],
                          capture_output=True, text=True)

@@ -114,6 +114,8 @@ def test_features_are_read_once_inside_reused_and_again_when_the_images_change(t
     with features_mod.reused():
         first = features_mod.load_image_features(st)
         assert features_mod.load_image_features(st) is first
+        with pytest.raises(ValueError, match="read-only"):  # the next method gets it as read
+            first.vectors[0, 0] = 0
         # new images: the memo is stale, the next read sees them
         write_images(tmp_path / "imgs", 2, seed=9, size=(24, 24), prefix="new")
         mdclust.embed(tmp_path / "imgs", st, model=TINY, pretrained="random", workers=0)

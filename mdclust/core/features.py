@@ -161,22 +161,29 @@ def load_image_features(store: Store, model: str | None = None,
         stored = snap.read_strings(layout.features(key) + "/sha256")
         memo = (str(store.path), key)
         stamp = None if _REUSE is None else _digest(paths, shas, stored)
-        if stamp is not None and memo in _REUSE and _REUSE[memo][0] == stamp:
-            return _REUSE[memo][1]
+        if stamp is not None:
+            old = _REUSE.pop(memo, None)  # a stale entry is not held while the new one is read
+            if old is not None and old[0] == stamp:
+                _REUSE[memo] = old
+                return old[1]
         feats = _read(snap, store, key, paths, shas, stored, stream)
     if stamp is not None:
+        if isinstance(feats.vectors, np.ndarray):  # shared by the next method: not for writing
+            feats.vectors.flags.writeable = False
         _REUSE[memo] = (stamp, feats)
     return feats
 
 
-def _digest(*lists: list[str]) -> bytes:
-    """One hash of string lists (not the lists: 10M sha256 strings are about 1 GB)."""
+def _digest(*lists: list[str], chunk: int = 100_000) -> bytes:
+    """One hash of string lists, taken in chunks (10M sha256 strings are about 1 GB; one
+    joined copy of them would be as much again)."""
     import hashlib
 
     h = hashlib.sha256()
     for items in lists:
-        h.update(str(len(items)).encode())
-        h.update("\n".join(items).encode())
+        h.update(f"{len(items)}\0".encode())
+        for i in range(0, len(items), chunk):
+            h.update("\0".join(items[i:i + chunk]).encode() + b"\0")
     return h.digest()
 
 

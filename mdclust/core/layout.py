@@ -99,6 +99,11 @@ def candidates_k(store, interest_name: str | None) -> int | None:
     return store.attrs(candidates(interest_name)).get("k") if interest_name else None
 
 
+def candidates_source(store, interest_name: str | None) -> str | None:
+    """Where an interest's candidates came from (llm, file, wordnet); None without any."""
+    return store.attrs(candidates(interest_name)).get("source") if interest_name else None
+
+
 def read_filtered(store, interest_name: str, score: str):
     g = store.read_group(filtered(interest_name, score))
     if g is None or not g["noun"]:

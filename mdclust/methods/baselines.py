@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdclust.methods.hubness import similarities
+
 ZERO_SHOT_TEMPLATE = "A photo of a {}."  # CLIP's prompt form (shared/papers/001, CLIP_GPT)
 
 
@@ -168,13 +170,13 @@ def zero_shot(E: np.ndarray, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK,
     value per candidate subtracted from its cosines (methods/hubness.py).
     """
     used = zero_shot_words(E, T, k, chunk, shift)
-    return _argmax(E, T[used], chunk, None if shift is None else shift[used]), used
+    return nearest_words(E, T[used], chunk, None if shift is None else shift[used]), used
 
 
-def _argmax(E, T: np.ndarray, chunk: int = ASSIGN_CHUNK,
-            shift: np.ndarray | None = None) -> np.ndarray:
-    s = 0 if shift is None else shift
-    return np.concatenate([(E[i:i + chunk] @ T.T - s).argmax(1)
+def nearest_words(E, T: np.ndarray, chunk: int = ASSIGN_CHUNK,
+                  shift: np.ndarray | None = None) -> np.ndarray:
+    """Each row's most similar word (cosine less ``shift``), in chunks of rows."""
+    return np.concatenate([similarities(E[i:i + chunk], T, shift).argmax(1)
                            for i in range(0, len(E), chunk)]) if len(E) else \
         np.zeros(0, dtype=np.int64)
 
@@ -183,7 +185,7 @@ def zero_shot_words(E, T: np.ndarray, k: int, chunk: int = ASSIGN_CHUNK,
                     shift: np.ndarray | None = None) -> np.ndarray:
     """The candidates zero-shot assigns among (indices, sorted): those some image prefers,
     at most the k chosen by most images. One pass over ``E``."""
-    used, counts = np.unique(_argmax(E, T, chunk, shift), return_counts=True)
+    used, counts = np.unique(nearest_words(E, T, chunk, shift), return_counts=True)
     if len(used) > k:
         order = np.lexsort((used, -counts))  # most used first, ties by candidate order
         used = np.sort(used[order[:k]])
@@ -206,7 +208,7 @@ def name_clusters(E: np.ndarray, labels: np.ndarray, k: int, T: np.ndarray,
     Returns (word index per cluster, share of the cluster's members voting for it)."""
     from scipy.optimize import linear_sum_assignment
 
-    votes = _argmax(E, T, chunk, shift)
+    votes = nearest_words(E, T, chunk, shift)
     counts = np.zeros((k, len(T)), dtype=np.int64)
     np.add.at(counts, (np.asarray(labels), votes), 1)
     if len(T) >= k:

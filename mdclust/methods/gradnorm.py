@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdclust.core.rows import ConcatRows
+from mdclust.methods.hubness import similarities
 
 TAU = 1 / 0.08  # classifier temperature tau (paper: fixed for all datasets)
 KAPPA = 0.006  # text-counterpart temperature kappa
@@ -148,9 +149,8 @@ def text_counterpart(E: np.ndarray, R_sel: np.ndarray, kappa: float = KAPPA,
     correction, methods/hubness.py; None is the paper's Eq. 9)."""
     if out is None:
         out = np.empty((len(E), R_sel.shape[1]), dtype=np.float32)
-    s = 0 if shift is None else shift
     for i in range(0, len(E), chunk):
-        out[i:i + chunk] = softmax((E[i:i + chunk] @ R_sel.T - s) / kappa) @ R_sel
+        out[i:i + chunk] = softmax(similarities(E[i:i + chunk], R_sel, shift) / kappa) @ R_sel
     return out
 
 

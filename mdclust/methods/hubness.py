@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 CHOICES = ("auto", "none", "median")
-ROWS = 10_000  # images the medians are taken over (a seeded sample past that many)
+ROWS = 10_000  # images the medians are taken over (a sample past that many)
+SEED = 0  # the sample's: the medians describe the collection, not one run's seed
 WORD_CHUNK = 2048  # words per median pass: rows x chunk floats at a time
 
 
@@ -30,14 +31,21 @@ def resolve(hubness: str, source: str | None) -> str:
     return hubness
 
 
-def baselines(E, T: np.ndarray, how: str, seed: int = 0, rows: int = ROWS) -> np.ndarray | None:
+def similarities(X: np.ndarray, T: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """Cosines of the rows of ``X`` with the words ``T``, less each word's ``shift``."""
+    S = X @ T.T
+    return S if shift is None else S - shift
+
+
+def word_medians(E, T: np.ndarray, how: str, rows: int = ROWS) -> np.ndarray | None:
     """Per word of ``T`` the value to subtract from its cosines (None for "none"): its median
-    cosine over the images ``E`` (array or stored rows; a seeded sample past ``rows``)."""
+    cosine over the images ``E`` (array or stored rows; a seeded sample past ``rows``, which
+    at 10M stored images reads most of the file once)."""
     if how == "none":
         return None
     n = len(E)
     take = np.arange(n) if n <= rows else \
-        np.sort(np.random.default_rng(seed).choice(n, rows, replace=False))
+        np.sort(np.random.default_rng(SEED).choice(n, rows, replace=False))
     X = np.asarray(E[take], dtype=np.float32)
     T = np.asarray(T, dtype=np.float32)
     return np.concatenate([np.median(X @ T[i:i + WORD_CHUNK].T, axis=0)

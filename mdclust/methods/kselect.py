@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mdclust.methods.hubness import similarities, word_medians
+
 AUTO = "auto"
 K_MAX = 20  # default upper end of the search where the candidates do not bound it lower
 MIN_PER_CLUSTER = 5  # k_max is also at most n / this: no cluster of one or two images
@@ -47,10 +49,14 @@ class KChoice:
     k_max: int = 0
     scores: dict[int, float] = field(default_factory=dict)
     rows: int = 0  # images the search ran on
+    hubness: str = "none"  # votes: median when the words' cosines were taken less their medians
 
     def to_json(self) -> dict:
-        return {"k": self.k, "how": self.how, "k_max": self.k_max, "rows": self.rows,
-                "scores": {str(k): round(v, 6) for k, v in self.scores.items()}}
+        out = {"k": self.k, "how": self.how, "k_max": self.k_max, "rows": self.rows,
+               "scores": {str(k): round(v, 6) for k, v in self.scores.items()}}
+        if self.hubness != "none":
+            out["hubness"] = self.hubness
+        return out
 
     def says(self) -> str:
         """One line for stderr: the k and how it was chosen."""
@@ -141,25 +147,26 @@ def votes(E: np.ndarray, T: np.ndarray, temperature: float = VOTE_TEMPERATURE,
           shift: np.ndarray | None = None) -> np.ndarray:
     """Each image's zero-shot distribution over the words (rows of ``E`` and ``T`` unit;
     ``shift`` a value per word subtracted from its cosines, methods/hubness.py)."""
-    Z = (E @ T.T - (0 if shift is None else shift)) / temperature
+    Z = similarities(E, T, shift) / temperature
     Z -= Z.max(1, keepdims=True)
     P = np.exp(Z)
     return P / P.sum(1, keepdims=True)
 
 
 def by_votes(E: np.ndarray, T: np.ndarray, k_max: int | None = None, seed: int = 0,
-             shift: np.ndarray | None = None) -> KChoice:
+             hubness: str = "none") -> KChoice:
     """Interest-driven: the smallest k whose k-means on the images' votes over the words
     (Hellinger embedding) has a silhouette within VOTE_SLACK of the best; k_max at most the
     words some image prefers."""
     n = len(E)
     rows = _sample(n, seed)
-    P = votes(np.asarray(E[rows], dtype=np.float32), np.asarray(T, dtype=np.float32),
-              shift=shift)
+    X, T = np.asarray(E[rows], dtype=np.float32), np.asarray(T, dtype=np.float32)
+    # the medians of the rows already read: no second pass over a store at scale
+    P = votes(X, T, shift=word_medians(X, T, hubness))
     chosen = len(np.unique(P.argmax(1)))
     top = default_k_max(n, len(T)) if k_max is None else k_max
     k_max = max(2, min(top, chosen)) if k_max is None else k_max
     scores = _curve(np.sqrt(P), k_max, seed, "euclidean")
     if not scores:
-        return KChoice(2, "votes", k_max, {2: -1.0}, len(rows))
-    return KChoice(_best(scores, VOTE_SLACK), "votes", k_max, scores, len(rows))
+        return KChoice(2, "votes", k_max, {2: -1.0}, len(rows), hubness)
+    return KChoice(_best(scores, VOTE_SLACK), "votes", k_max, scores, len(rows), hubness)

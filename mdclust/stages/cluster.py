@@ -11,7 +11,7 @@ import numpy as np
 from mdclust.core import layout
 from mdclust.core.errors import StaleResult
 from mdclust.core.features import load_image_features
-from mdclust.core.layout import read_candidates, validate_interest
+from mdclust.core.layout import candidates_source, read_candidates, validate_interest
 from mdclust.core.store import Store, StoreLike, as_store
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import Method, get
@@ -39,10 +39,13 @@ class ClusterResult:
     paths: list[str] = field(default_factory=list, repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), repr=False)
     k_choice: dict | None = None  # how k was chosen, with the score of every k tried
+    hubness: str | None = None  # median or none where words were compared (hubness.py)
 
     def to_json(self, rows: bool = False) -> dict:
         d = {"interest": self.interest, "method": self.method, "k": self.k, "n": self.n,
              "sizes": self.sizes, "seconds": self.seconds, "k_choice": self.k_choice}
+        if self.hubness:
+            d["hubness"] = self.hubness
         if self.names:
             d["names"] = self.names
         if rows:
@@ -79,17 +82,20 @@ def _trained(store, m, interest, feats, k, seed, **opts):
     return labels, {}, {"features": "trained"}, [], vocab
 
 
-def candidates_source(store, interest: str | None) -> str | None:
-    """Where the interest's candidates came from (llm, file, wordnet), None without any."""
-    g = store.read_group(layout.candidates(interest), ()) if interest else None
-    return g.attrs.get("source") if g is not None else None
+def filter_source(store, interest: str, sel) -> str | None:
+    """Where a stored filter's nouns came from: its recorded source, else (filters stored
+    before it was recorded) wordnet-all for that pool or the candidates' source."""
+    params = sel.attrs["params"]
+    return params.get("source") or ("wordnet-all" if params.get("pool") == "wordnet-all" else
+                                    candidates_source(store, interest))
 
 
 def _zeroshot(store, m, interest, feats, k, seed, **opts):
     words = read_candidates(store, interest)
     T = text_features(store, words, opts["template"], model=feats.key)
     how = hub.resolve(opts["hubness"], candidates_source(store, interest))
-    labels, used = zero_shot(feats.vectors, T, k, shift=hub.baselines(feats.vectors, T, how))
+    labels, used = zero_shot(feats.vectors, T, k,
+                             shift=opts["medians"](words, opts["template"], T, how))
     names = [words[i] for i in used]
     return labels, {}, {"features": "none", "template": opts["template"],
                         "candidates": len(words), "hubness": how}, names, None
@@ -101,13 +107,11 @@ def _laic(store, m, interest, feats, k, seed, **opts):
     if key != feats.key:
         raise StaleResult(f"the filter ran on {key} features but clustering uses {feats.key}; "
                           f"pass --model {key} or filter again")
-    R = text_features(store, sel["noun"], sel.attrs["params"]["template"], model=feats.key)
-    params = sel.attrs["params"]
-    source = params.get("source") or ("wordnet-all" if params.get("pool") == "wordnet-all" else
-                                      candidates_source(store, interest))
-    how = hub.resolve(opts["hubness"], source)
+    template = sel.attrs["params"]["template"]
+    R = text_features(store, sel["noun"], template, model=feats.key)
+    how = hub.resolve(opts["hubness"], filter_source(store, interest, sel))
     V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"],
-                                 shift=hub.baselines(feats.vectors, R, how))
+                                 shift=opts["medians"](sel["noun"], template, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": V}, {
         "features": "image+text_counterpart", "kappa": opts["kappa"],
@@ -178,7 +182,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     t0 = time.perf_counter()
     m: Method = get(method)
     backend_for(backend, 0)  # a bad name fails before any work
-    hub.resolve(hubness, None)
+    hub.resolve(hubness, None)  # likewise
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
@@ -191,9 +195,20 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     if names_from is not None:  # read now: a missing interest fails before any work
         names_from = validate_interest(names_from)
         named_by = (read_candidates(store, names_from), DEFAULT_TEMPLATE)
+    medians: dict = {}
+
+    def word_medians(words, word_template, T, how):
+        """Each word's median cosine, once per call for the same words (the names of a
+        GradNorm clustering are its nouns): at 10M stored images a sample reads most of
+        the file."""
+        key = (tuple(words), word_template, how)
+        if key not in medians:
+            medians[key] = hub.word_medians(feats.vectors, T, how)
+        return medians[key]
+
     labels, extra, params, names, vocab = BY_KIND[m.kind](
         store, m, interest, feats, k, seed, spherical=spherical, kappa=kappa,
-        template=template, backend=backend, hubness=hubness)
+        template=template, backend=backend, hubness=hubness, medians=word_medians)
     labels = np.asarray(labels, dtype=np.int32)
     if vocab is None and named_by is not None:
         vocab = named_by
@@ -205,7 +220,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
             hubness, candidates_source(store, names_from or interest))
         params["names_hubness"] = how
         pick, share = name_clusters(feats.vectors, labels, int(labels.max()) + 1, T,
-                                    shift=hub.baselines(feats.vectors, T, how))
+                                    shift=word_medians(words, word_template, T, how))
         names = [words[i] for i in pick]
         extra["name_share"] = share.astype(np.float32)
     if names:
@@ -218,7 +233,7 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
                       {"method": method, "params": params})
     return ClusterResult(interest, method, k, n, np.bincount(labels).tolist(), names,
                          round(time.perf_counter() - t0, 3), list(feats.paths), labels,
-                         choice.to_json())
+                         choice.to_json(), params.get("hubness") or params.get("names_hubness"))
 
 
 def _choose_k(store, m: Method, interest, feats, k, k_max, seed, hubness) -> KChoice:
@@ -273,6 +288,8 @@ def load_clustering(store: StoreLike, interest: str | None = None, *,
         interest = validate_interest(interest)
     g = read_clustering(store, interest, method, only=layout.CLUSTERING_LABELS)
     labels = np.asarray(g["label"], dtype=np.int32)
-    return ClusterResult(interest, method, int(g.attrs["params"]["k"]), len(labels),
+    params = g.attrs["params"]
+    return ClusterResult(interest, method, int(params["k"]), len(labels),
                          np.bincount(labels).tolist(), list(g.get("cluster_name") or []),
-                         0.0, list(g["path"]), labels)
+                         0.0, list(g["path"]), labels, params.get("k_choice"),
+                         params.get("hubness") or params.get("names_hubness"))

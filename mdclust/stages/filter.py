@@ -111,7 +111,7 @@ def filter_nouns(store: StoreLike, interest: str, *, method: str = "gradnorm",
     choice = None
     if pool == "candidates":
         words = read_candidates(store, interest)
-        source = store.read_group(layout.candidates(interest), ()).attrs.get("source")
+        source = layout.candidates_source(store, interest)
     else:
         source = "wordnet-all"
         from mdclust.stages.candidates.wordnet import all_nouns

@@ -45,13 +45,12 @@ def for_interest(store, interest: str, k: int | None, n: int, E: np.ndarray, mod
         return fixed
     if words is None:
         words = layout.read_candidates(store, interest)
-        source = store.read_group(layout.candidates(interest), ()).attrs.get("source")
+        source = layout.candidates_source(store, interest)
     if len(words) < 2:
         raise BadInput(f"the interest {interest!r} has {len(words)} candidate word; k cannot "
                        "be chosen from fewer than two: give --k or more candidates")
     T = np.asarray(text_features(store, words, template, model=model_key), dtype=np.float32)
-    shift = hub.baselines(E, T, hub.resolve(hubness, source), seed)
-    return by_votes(E, T, k_max, seed, shift)
+    return by_votes(E, T, k_max, seed, hub.resolve(hubness, source))
 
 
 def for_features(store, interest: str | None, k: int | None, X, *,

@@ -10,8 +10,9 @@
   candidates, else the interest's candidates), restricted to the k most chosen words. A
   clustering that follows the interest agrees with what its words say; k-means clustering "by
   colour" that follows shape does not. None when there is no interest or no words. The
-  zero-shot assignment corrects hubs as the clustering did (its stored `hubness`, or the
-  `names_hubness` of its names; methods/hubness.py).
+  zero-shot reference corrects hubs as `--hubness auto` does for the words' source (median
+  for WordNet lists; methods/hubness.py), the same reference for every clustering of the
+  interest whatever `--hubness` each was run with.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from mdclust.core import layout
 from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
 from mdclust.methods import hubness as hub
-from mdclust.methods.baselines import zero_shot, zero_shot_words
+from mdclust.methods.baselines import nearest_words, zero_shot, zero_shot_words
 from mdclust.methods.kselect import silhouette
 
 STABILITY_PAIRS = 45  # 10 runs: every pair
@@ -63,6 +64,18 @@ def interest_words(store, group) -> tuple[list[str], str] | None:
     return None
 
 
+def words_source(store, group) -> str | None:
+    """Where the words of ``interest_words`` came from: a GradNorm filter's pool, else the
+    interest's candidates."""
+    params = group.attrs.get("params", {})
+    interest = params.get("interest")
+    if params.get("features") == "image+text_counterpart":
+        attrs = store.attrs(layout.filtered(interest, params.get("filter", "gradnorm")))
+        if attrs.get("params", {}).get("pool") == "wordnet-all":
+            return "wordnet-all"
+    return layout.candidates_source(store, interest)
+
+
 def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str,
               sample: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
     """NMI of ``labels`` with the zero-shot assignment over the interest's words; with
@@ -75,14 +88,13 @@ def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str,
         return None
     T = np.asarray(text_features(store, words[0], words[1], model=model_key), dtype=np.float32)
     k = max(2, int(labels.max()) + 1)
-    params = group.attrs.get("params", {})
-    shift = hub.baselines(E, T, params.get("hubness") or params.get("names_hubness") or "none")
+    shift = hub.word_medians(E, T, hub.resolve("auto", words_source(store, group)))
     if sample is None:
         zs, _ = zero_shot(E, T, k, shift=shift)
         return float(normalized_mutual_info_score(zs, labels))
     rows, E_rows = sample
     used = zero_shot_words(E, T, k, shift=shift)
-    zs = (E_rows @ T[used].T - (0 if shift is None else shift[used])).argmax(1)
+    zs = nearest_words(E_rows, T[used], shift=None if shift is None else shift[used])
     return float(normalized_mutual_info_score(zs, labels[rows]))
 
 

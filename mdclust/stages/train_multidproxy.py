@@ -11,7 +11,7 @@ import numpy as np
 from mdclust.core.checkpoint import Checkpoint
 from mdclust.core.errors import BadInput
 from mdclust.core.features import load_image_features
-from mdclust.core.layout import read_candidates, validate_interest
+from mdclust.core.layout import candidates_source, read_candidates, validate_interest
 from mdclust.core.rowfile import RowFile
 from mdclust.core.textcache import text_features
 from mdclust.methods import multidproxy as mdp
@@ -105,7 +105,7 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     # the candidate refinement ends at k: the given one, or the images' votes over the words
     choice = kchoice.for_interest(store, interest, k or (cfg.k if cfg else None) or None,
                                   len(feats.paths), feats.vectors, feats.key, k_max=k_max,
-                                  words=words)
+                                  words=words, source=candidates_source(store, interest))
     k = choice.k
     cfg = replace(cfg or MultiDProxyConfig(k=k), k=int(k))
     _validate(cfg, len(feats.paths), len(words))
