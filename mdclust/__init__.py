@@ -26,6 +26,7 @@ from mdclust.core.errors import (  # noqa: E402
     QualityGateFailed,
     StaleResult,
 )
+from mdclust.core.features import shared_features  # noqa: E402
 from mdclust.core.store import Store  # noqa: E402
 from mdclust.stages.candidates import CandidateResult, candidates  # noqa: E402
 from mdclust.stages.cluster import ClusterResult, cluster, load_clustering  # noqa: E402
@@ -55,4 +56,4 @@ __all__ = ["__version__", "embed", "candidates", "filter_nouns", "train", "clust
            "models", "report", "Store", "EmbedResult", "CandidateResult", "FilterResult",
            "TrainResult", "ClusterResult", "EvalResult", "ExportResult", "FoldersResult",
            "InfoResult", "ReportResult", "METRICS", "MdclustError", "BadInput", "MissingStage",
-           "StaleResult", "QualityGateFailed"]
+           "StaleResult", "QualityGateFailed", "shared_features"]

@@ -101,10 +101,8 @@ def _methods(given: list[str], known=None) -> list[str]:
 
 def _reading_once(names: list[str]):
     """The names, each run while the image features read by the first stay in memory for the
-    next (core.features.reused: one read of 2 GB at 1M images, not one per method)."""
-    from mdclust.core.features import reused
-
-    with reused():
+    next (mdclust.shared_features: one read of 2 GB at 1M images, not one per method)."""
+    with mdclust.shared_features():
         yield from names
 
 

@@ -103,15 +103,15 @@ def test_streamed_features_equal_a_whole_read_with_duplicates(tiny_store, monkey
     np.testing.assert_allclose(streamed.vectors[5], v / np.linalg.norm(v), rtol=1e-6)
 
 
-def test_features_are_read_once_inside_reused_and_again_when_the_images_change(tiny_store,
-                                                                                   tmp_path):
+def test_features_are_read_once_while_shared_and_again_when_the_images_change(tiny_store,
+                                                                                tmp_path):
     from conftest import TINY, write_images
 
     from mdclust.cli import _reading_once
 
     st = tiny_store
     assert features_mod.load_image_features(st) is not features_mod.load_image_features(st)
-    with features_mod.reused():
+    with mdclust.shared_features():
         first = features_mod.load_image_features(st)
         assert features_mod.load_image_features(st) is first
         with pytest.raises(ValueError, match="read-only"):  # the next method gets it as read

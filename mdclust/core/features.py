@@ -128,11 +128,11 @@ class StoredRows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-_REUSE: dict | None = None  # inside reused(): (store file, key) -> (digest, features)
+_REUSE: dict | None = None  # inside shared_features(): (store file, key) -> (digest, features)
 
 
 @contextmanager
-def reused():
+def shared_features():
     """Inside the block, load_image_features hands back the features it read before for the
     same store and model as long as the images and the stored features are the same (their
     sha256 lists are compared on every call): a command that runs several methods reads the
@@ -152,8 +152,8 @@ def load_image_features(store: Store, model: str | None = None,
     matrix on disk is read block by block into the result, so memory peaks at the result
     plus one block (1M x 512: 2.0 GB, not the 5 GB of reading it whole first). Past
     IN_MEMORY_BYTES (or with ``stream``) ``vectors`` is a StoredRows that reads blocks
-    when asked instead (10M x 512: no 20 GB). Inside ``reused()`` a second call for the same
-    unchanged features returns the first call's result."""
+    when asked instead (10M x 512: no 20 GB). Inside ``shared_features()`` a second call
+    for the same unchanged features returns the first call's result."""
     key = resolve_model_key(store, model)
     with store.snapshot() as snap:
         paths = snap.read_strings(layout.IMAGE_PATHS)

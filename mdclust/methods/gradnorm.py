@@ -6,6 +6,7 @@ vectors; docs/methods/gradnorm.md lists every choice the paper leaves open.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +88,9 @@ def train_cosine_classifier(E: np.ndarray, y: np.ndarray, C: int, *, tau: float 
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    X = torch.from_numpy(np.ascontiguousarray(E, dtype=np.float32))
+    with warnings.catch_warnings():  # X is only read; features shared between methods are
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")  # read-only
+        X = torch.from_numpy(np.ascontiguousarray(E, dtype=np.float32))
     Y = torch.from_numpy(np.asarray(y, dtype=np.int64))
     V = torch.nn.Parameter(torch.randn(E.shape[1], C, generator=g) / np.sqrt(E.shape[1]))
     opt = torch.optim.Adam([V], lr=lr)
