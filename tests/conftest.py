@@ -50,6 +50,18 @@ def write_images(folder: Path, n: int, seed: int = 0, size=(40, 48), prefix="img
     return out
 
 
+def shapes_store(work: Path, n: int, seed: int) -> tuple[Path, Path]:
+    """n generated shapes images of ``seed`` in work/images, embedded by the bundled
+    mdclust-tiny into work/s.h5: (the store's path, labels.csv)."""
+    import mdclust
+    from mdclust.datasets import generate_shapes
+
+    labels = generate_shapes(work / "images", n=n, seed=seed)
+    store = work / "s.h5"
+    mdclust.embed(work / "images", store, model="mdclust-tiny", labels=labels, workers=0)
+    return store, labels
+
+
 def embedded_store(tmp_path: Path, n: int):
     """A real store with n random 24 px images embedded by the tiny random-weight test model."""
     from mdclust.core.store import Store

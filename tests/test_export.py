@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MDCLUST
+from conftest import MDCLUST, shapes_store
 
 import mdclust
-from mdclust.datasets import generate_shapes
 from mdclust.stages.export import FOLDERS_MARKER, folder_names, safe_name
 
 INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
@@ -22,9 +21,7 @@ INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     work = tmp_path_factory.mktemp("export")
-    labels = generate_shapes(work / "images", n=120, seed=3)
-    store = work / "s.h5"
-    mdclust.embed(work / "images", store, model="mdclust-tiny", labels=labels, workers=0)
+    store, labels = shapes_store(work, 120, 3)
     mdclust.candidates(store, "color", from_file=INTERESTS / "color.txt", k=4)
     mdclust.cluster(store, "color", method="zeroshot")
     mdclust.cluster(store, method="kmeans", k=3)

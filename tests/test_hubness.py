@@ -8,12 +8,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import MDCLUST
+from conftest import MDCLUST, shapes_store
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 import mdclust
 from mdclust.core.errors import BadInput
-from mdclust.datasets import generate_shapes
 from mdclust.methods import gradnorm as gn
 from mdclust.methods import hubness as hub
 from mdclust.methods.baselines import name_clusters, zero_shot
@@ -81,9 +80,7 @@ def test_a_planted_hub_takes_every_image_unless_corrected():
 def wordnet_store(tmp_path_factory):
     """300 generated images (seed 40, no benchmark set) with WordNet colour candidates."""
     work = tmp_path_factory.mktemp("hub")
-    labels = generate_shapes(work / "images", n=300, seed=40)
-    store = work / "s.h5"
-    mdclust.embed(work / "images", store, model="mdclust-tiny", labels=labels, workers=0)
+    store, labels = shapes_store(work, 300, 40)
     truth = {r["path"]: r["color"] for r in csv.DictReader(open(labels))}
     k = len(set(truth.values()))
     mdclust.candidates(store, "color", source="wordnet", k=k)

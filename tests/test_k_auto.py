@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MDCLUST
+from conftest import MDCLUST, shapes_store
 
 import mdclust
-from mdclust.datasets import generate_shapes, read_vocabulary
+from mdclust.datasets import read_vocabulary
 from mdclust.methods import kselect
 
 INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
@@ -71,9 +71,7 @@ def world(tmp_path_factory):
     """300 generated images (seed 11: neither a dev nor a test set of the benchmarks), no k
     given anywhere; colour's and background's candidates from the LLM-style lists."""
     work = tmp_path_factory.mktemp("kauto")
-    labels = generate_shapes(work / "images", n=300, seed=11)
-    store = work / "s.h5"
-    mdclust.embed(work / "images", store, model="mdclust-tiny", labels=labels, workers=0)
+    store, labels = shapes_store(work, 300, 11)
     return work, store, read_vocabulary(work / "images")
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MDCLUST
+from conftest import MDCLUST, shapes_store
 
 import mdclust
-from mdclust.datasets import generate_shapes, read_vocabulary
+from mdclust.datasets import read_vocabulary
 
 INTERESTS = Path(__file__).parents[1] / "examples" / "interests" / "shapes"
 
@@ -24,9 +24,7 @@ def demo(tmp_path_factory):
     clustered with gradnorm at the k given (--k), colour also with kmeans at the k given to
     candidates; background's candidates without k, so its zeroshot chooses k by votes."""
     work = tmp_path_factory.mktemp("report")
-    labels = generate_shapes(work / "images", n=300, seed=5)
-    store = work / "s.h5"
-    mdclust.embed(work / "images", store, model="mdclust-tiny", labels=labels, workers=0)
+    store, labels = shapes_store(work, 300, 5)
     vocab = read_vocabulary(work / "images")
     for interest in ("color", "shape"):
         k = len(vocab[interest]["present"])
