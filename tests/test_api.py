@@ -22,8 +22,8 @@ def test_import_is_light_and_exposes_the_stages():
                "ClusterResult", "EvalResult", "ExportResult", "FoldersResult", "InfoResult",
                "ReportResult"]
     errors = ["MdclustError", "BadInput", "MissingStage", "StaleResult", "QualityGateFailed"]
-    assert eval(out[0]) == sorted(["__version__", "Store", "METRICS"] + stages + results
-                                  + errors)
+    assert eval(out[0]) == sorted(["__version__", "Store", "METRICS", "shared_features"]
+                                  + stages + results + errors)
 
 
 @pytest.mark.parametrize("as_path", [True, False], ids=["path", "Store"])
