@@ -141,10 +141,33 @@ def test_label_free_scores_tell_a_clustering_that_follows_the_interest(world):
         scores[method] = mdclust.evaluate(store, "color", method=method)
     km, zs, gn = scores["kmeans"], scores["zeroshot"], scores["gradnorm"]
     assert km.k == zs.k == gn.k == k  # the k given to candidates
-    assert gn.interest_agreement > km.interest_agreement + 0.4
-    assert zs.interest_agreement == pytest.approx(1.0)  # itself, by construction
+    # soft votes over a list of synonyms keep much word entropy: lower values than an argmax
+    # NMI, the same order (docs/k.md)
+    assert gn.interest_agreement > km.interest_agreement + 0.25
+    assert zs.interest_agreement > km.interest_agreement + 0.25
     # ordered as NMI against the labels is
     assert (gn.interest_agreement > km.interest_agreement) == (gn.nmi > km.nmi)
     assert zs.stability is None and 0.5 < gn.stability <= 1 and 0.5 < km.stability <= 1
     for s in scores.values():
         assert -1 <= s.silhouette <= 1
+
+
+def test_vote_nmi_is_nmi_when_votes_are_sure_and_sees_through_spread_votes():
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from mdclust.stages.label_free import vote_nmi
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 50)
+    words = np.eye(16)[:3]
+    E = words[y] + 0.02 * rng.normal(size=(150, 16))
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    T = words.astype(np.float32)
+    # sure votes (every image near one word): the NMI of the argmax, to the third decimal
+    assert vote_nmi(E, T, y) == pytest.approx(1.0, abs=1e-3)
+    shuffled = rng.permutation(y)
+    assert vote_nmi(E, T, shuffled) == pytest.approx(nmi(shuffled, y), abs=0.02)
+    # a fourth word as near to every image as its own: votes spread, but a clustering that
+    # follows the groups still says more about them than a shuffled one does
+    T4 = np.vstack([T, np.full(16, 0.25, dtype=np.float32) / np.linalg.norm(np.full(16, 0.25))])
+    assert vote_nmi(E, T4, y) > vote_nmi(E, T4, shuffled) + 0.3
