@@ -73,6 +73,7 @@ def test_a_planted_hub_takes_every_image_unless_corrected():
     # the k estimate: three values, not the single word everyone prefers
     choice = by_votes(E, T, seed=0, hubness="median")
     assert choice.k == 3 and choice.to_json()["hubness"] == "median"
+    assert "median cosine taken off" in choice.says()
     assert "hubness" not in by_votes(E, T, seed=0).to_json()
 
 

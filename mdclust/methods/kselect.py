@@ -64,7 +64,9 @@ class KChoice:
             return f"k = {self.k} ({WHERE.get(self.how, self.how)})"
         if self.how == "votes":
             rule = (f"the smallest k within {VOTE_SLACK} of the best silhouette of the "
-                    "images' votes over the candidates")
+                    "images' votes over the candidates"
+                    + (", each word's median cosine taken off" if self.hubness == "median"
+                       else ""))
         else:
             rule = "the best silhouette of k-means on the features"
         return (f"k = {self.k} chosen (auto: {rule}, k = 2..{self.k_max}; "
