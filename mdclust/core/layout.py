@@ -104,6 +104,14 @@ def candidates_source(store, interest_name: str | None) -> str | None:
     return store.attrs(candidates(interest_name)).get("source") if interest_name else None
 
 
+def filtered_source(store, interest_name: str, score: str) -> str | None:
+    """Where a stored filter's nouns came from: its recorded source, else (filters stored
+    before it was recorded, or none) wordnet-all for that pool or the candidates' source."""
+    params = store.attrs(filtered(interest_name, score)).get("params", {})
+    return params.get("source") or ("wordnet-all" if params.get("pool") == "wordnet-all" else
+                                    candidates_source(store, interest_name))
+
+
 def read_filtered(store, interest_name: str, score: str):
     g = store.read_group(filtered(interest_name, score))
     if g is None or not g["noun"]:

@@ -82,14 +82,6 @@ def _trained(store, m, interest, feats, k, seed, **opts):
     return labels, {}, {"features": "trained"}, [], vocab
 
 
-def filter_source(store, interest: str, sel) -> str | None:
-    """Where a stored filter's nouns came from: its recorded source, else (filters stored
-    before it was recorded) wordnet-all for that pool or the candidates' source."""
-    params = sel.attrs["params"]
-    return params.get("source") or ("wordnet-all" if params.get("pool") == "wordnet-all" else
-                                    candidates_source(store, interest))
-
-
 def _zeroshot(store, m, interest, feats, k, seed, **opts):
     words = read_candidates(store, interest)
     T = text_features(store, words, opts["template"], model=feats.key)
@@ -109,7 +101,7 @@ def _laic(store, m, interest, feats, k, seed, **opts):
                           f"pass --model {key} or filter again")
     template = sel.attrs["params"]["template"]
     R = text_features(store, sel["noun"], template, model=feats.key)
-    how = hub.resolve(opts["hubness"], filter_source(store, interest, sel))
+    how = hub.resolve(opts["hubness"], layout.filtered_source(store, interest, m.filter_score))
     V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"],
                                  shift=opts["medians"](sel["noun"], template, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])

@@ -68,14 +68,12 @@ def interest_words(store, group) -> tuple[list[str], str] | None:
 
 
 def words_source(store, group) -> str | None:
-    """Where the words of ``interest_words`` came from: a GradNorm filter's pool, else the
+    """Where the words of ``interest_words`` came from: a GradNorm filter's, else the
     interest's candidates."""
     params = group.attrs.get("params", {})
     interest = params.get("interest")
     if params.get("features") == "image+text_counterpart":
-        attrs = store.attrs(layout.filtered(interest, params.get("filter", "gradnorm")))
-        if attrs.get("params", {}).get("pool") == "wordnet-all":
-            return "wordnet-all"
+        return layout.filtered_source(store, interest, params.get("filter", "gradnorm"))
     return layout.candidates_source(store, interest)
 
 
