@@ -85,10 +85,10 @@ def agreement(store, group, E: np.ndarray, labels: np.ndarray, model_key: str,
     if words is None:
         return None
     T = np.asarray(text_features(store, words[0], words[1], model=model_key), dtype=np.float32)
-    shift = hub.word_medians(E, T, hub.resolve("auto", words_source(store, group)))
-    if sample is not None:
+    if sample is not None:  # the medians too from the rows already read: no pass over a store
         rows, E = sample
         labels = labels[rows]
+    shift = hub.word_medians(E, T, hub.resolve("auto", words_source(store, group)))
     return vote_nmi(E, T, np.asarray(labels), shift)
 
 
