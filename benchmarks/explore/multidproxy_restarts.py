@@ -1,0 +1,112 @@
+"""Dev study of Multi-DProxy's `--restarts` (docs/methods/multidproxy.md, "Restarts"): seeds
+0, 1, 2 trained one by one with the defaults of `mdclust train` on the LLM-style lists, every
+aspect of both worlds; for each run its NMI (`eval`, 10 k-means seeds), final loss, cosine
+silhouette of the fused features and interest agreement. Then which run each label-free rule
+would keep: the shipped rule (loss within 1 % of the lowest, then silhouette), the silhouette
+alone, the interest agreement alone, and the tie then the agreement.
+
+Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
+
+    python benchmarks/explore/multidproxy_restarts.py --workdir /tmp/hub --json rows.json
+    python benchmarks/explore/multidproxy_restarts.py --summary rows.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import quality as q  # noqa: E402
+
+SEEDS = (0, 1, 2)
+LOSS_TIE = 0.01  # as mdclust/stages/train_multidproxy.py
+
+
+def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
+    from mdclust.core import layout
+    from mdclust.methods.multidproxy import config_for
+    from mdclust.stages.cluster import cluster
+    from mdclust.stages.evaluate import evaluate
+    from mdclust.stages.train import train
+    from mdclust.stages.train_multidproxy import _silhouette
+
+    vocab, store = q.embedded_set(seed, n, workdir, world)
+    rows = []
+    for aspect in vocab:
+        k = len(vocab[aspect]["present"])
+        q.source_words(store, aspect, "llm", k, vocab[aspect]["vocabulary"], world, workdir)
+        for s in SEEDS:
+            res = train(store, aspect, method="multidproxy", config=config_for(k, seed=s))
+            cluster(store, aspect, method="multidproxy")
+            ev = evaluate(store, aspect, method="multidproxy", aspect=aspect, runs=10).to_json()
+            fused = layout.read_trained(store, aspect, "multidproxy")[1]
+            r = {"world": world, "seed": seed, "aspect": aspect, "run": s, "nmi": ev["nmi"],
+                 "agreement": ev["interest_agreement"], "stability": ev["stability"],
+                 "loss": res.final_loss, "silhouette": _silhouette(fused, k, s)}
+            rows.append(r)
+            log(json.dumps(r))
+    return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["world"], r["seed"], r["aspect"])].append(r)
+
+    def tied(rs):
+        lowest = min(r["loss"] for r in rs)
+        return [r for r in rs if r["loss"] <= lowest + LOSS_TIE * abs(lowest)]
+
+    rules = {"shipped (tie, then silhouette)": lambda rs: max(tied(rs),
+                                                               key=lambda r: r["silhouette"]),
+             "silhouette": lambda rs: max(rs, key=lambda r: r["silhouette"]),
+             "interest agreement": lambda rs: max(rs, key=lambda r: r["agreement"]),
+             "tie, then agreement": lambda rs: max(tied(rs), key=lambda r: r["agreement"]),
+             "seed 0 (no restarts)": lambda rs: rs[0]}
+    cases = [rs for rs in by.values() if len(rs) == len(SEEDS)]
+    single = np.array([np.mean([r["nmi"] for r in rs]) for rs in cases])
+    out = [f"{len(cases)} cases; mean NMI of one run (over its seeds) {single.mean():.3f}, "
+           f"best seed {np.mean([max(r['nmi'] for r in rs) for rs in cases]):.3f}"]
+    for name, pick in rules.items():
+        d = np.array([pick(rs)["nmi"] for rs in cases]) - single
+        out.append(f"{name}: {np.mean(single + d):.3f}, {d.mean():+.3f} ± "
+                   f"{d.std(ddof=1) / np.sqrt(len(d)):.3f} (s.e.) against one run; better in "
+                   f"{(d > 0.005).sum()}, worse in {(d < -0.005).sum()}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--summary", type=Path, help="only summarise rows written before")
+    args = ap.parse_args()
+    if args.summary:
+        print("\n".join(summary(json.loads(args.summary.read_text()))))
+        return
+    if set(args.seeds) - set(q.DEV_SEEDS):
+        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
+    if args.workdir is None:
+        sys.exit("--workdir is needed to run")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = [r for w in args.worlds for s in args.seeds
+            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
+    print("\n".join(summary(rows)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
