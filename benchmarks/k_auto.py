@@ -12,8 +12,10 @@ label-free scores of `mdclust eval` (stability, silhouette, interest agreement);
 issue's targets per method kind and the Spearman correlation of each label-free score with NMI
 over all clusterings.
 
-    python benchmarks/k_auto.py [--tune] [--n 200] [--worlds shapes glyphs] [--no-digits]
-                                [--workdir DIR] [--json FILE] [--update-docs]
+    python benchmarks/k_auto.py [--tune | --all-test] [--n 200] [--worlds shapes glyphs]
+                                [--no-digits] [--workdir DIR] [--json FILE] [--update-docs]
+
+Without --all-test the test run is set 101 of each world (QUICK_SEEDS), for time.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-from quality import DEV_SEEDS, QUICK_SEEDS, WORLD_NAMES, embedded_set, interest_file  # noqa: E402
+from quality import DEV_SEEDS, QUICK_SEEDS, TEST_SEEDS, WORLD_NAMES, embedded_set, interest_file  # noqa: E402
 
 FREE = ("kmeans", "pipcdr")
 DRIVEN = ("zeroshot", "gradnorm", "tac", "sic", "multidproxy")
@@ -283,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=200, help="images per generated set [200]")
     ap.add_argument("--worlds", nargs="+", choices=WORLD_NAMES, default=list(WORLD_NAMES))
     ap.add_argument("--no-digits", action="store_true", help="skip the real digit sets")
+    ap.add_argument("--all-test", action="store_true",
+                    help=f"every test set {TEST_SEEDS}, not only {QUICK_SEEDS}")
     ap.add_argument("--workdir", type=Path, help="keep the generated sets and stores here")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--update-docs", action="store_true", help="rewrite docs/k.md's table")
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
         return merge(args.merge, args.note, args.update_docs)
     if args.tune and args.update_docs:
         raise SystemExit("--tune runs dev sets only: --update-docs is refused")
-    seeds, split = (DEV_SEEDS, "dev") if args.tune else (QUICK_SEEDS, "test")
+    seeds, split = ((DEV_SEEDS, "dev") if args.tune else
+                    (TEST_SEEDS if args.all_test else QUICK_SEEDS, "test"))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     rows: list[dict] = []
