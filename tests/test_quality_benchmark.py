@@ -60,6 +60,31 @@ def test_targets_table_checks_the_issue_figures():
         is None
 
 
+def test_targets_per_set_read_each_sets_own_conditions():
+    # k-means ignores colour on one set and follows it on the other: the mean (0.58) is
+    # neither, so only the per-set rows can say that GradNorm is worse where k-means follows
+    q = load()
+
+    def one(seed, km, wn):
+        rows = [("color", "-", "kmeans", km), ("color", "wordnet", "gradnorm", wn)]
+        return {"world": "glyphs", "seed": seed, "filter": [], "refined": [], "clustering": [
+            {"aspect": a, "source": src, "method": m, "nmi": [v], "ari": [v], "acc": [v]}
+            for a, src, m, v in rows]}
+
+    sets = [one(101, 0.265, 0.838), one(102, 0.9, 0.8)]
+    mean = {name: ok for name, _, ok in q.targets(q.summarise(sets), ["glyphs"])}
+    assert not any("(k-means ≥ 0.6)" in name for name in mean)
+    per = {name: (shown, ok) for name, shown, ok in q.per_set_targets(sets)}
+    assert per["set 101: glyphs: another aspect k-means ignores (color): GradNorm (WordNet) "
+               "≥ k-means + 0.3"] == ("0.838 vs 0.265", True)
+    assert per["set 102: glyphs color (k-means ≥ 0.6): GradNorm (WordNet) ≥ k-means − 0.05"] \
+        == ("0.800 vs 0.900", False)
+    text = q.markdown(q.summarise(sets), {"date": "d", "machine": "m", "command": "c",
+                                          "minutes": 1, "seeds": [101, 102], "split": "test",
+                                          "n": 2, "worlds": ["glyphs"]}, sets)
+    assert "| set 102: glyphs color (k-means ≥ 0.6)" in text
+
+
 def test_llm_style_lists_are_not_the_values_alone():
     from mdclust.datasets import WORLDS
 
