@@ -11,7 +11,6 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+import devrun  # noqa: E402
 import quality as q  # noqa: E402
 
 HOWS = ("plain", "mean", "median", "q25", "q10")
@@ -38,26 +38,19 @@ def centred(L: np.ndarray, how: str) -> np.ndarray:
 
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
-    import csv
-
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from mdclust.core import layout
-    from mdclust.core.features import load_image_features
     from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
     from mdclust.methods.baselines import kmeans, zero_shot
     from mdclust.methods.kselect import by_votes
     from mdclust.stages.filter import filter_nouns
 
-    vocab, store = q.embedded_set(seed, n, workdir, world)
-    f = load_image_features(store)
-    E = np.asarray(f.vectors, dtype=np.float64)
-    truth = {r["path"]: r for r in csv.DictReader(open(workdir / f"{world}-{seed}-{n}" /
-                                                       "labels.csv"))}
+    vocab, store, f, E, labels = devrun.dev_set(world, seed, n, workdir)
     rows = []
     for aspect in vocab:
-        y = [truth[p][aspect] for p in f.paths]
+        y = labels(aspect)
         k = len(vocab[aspect]["present"])
         km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
         for source in q.SOURCES + ("wordnet-all",):
@@ -112,21 +105,7 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    if set(args.seeds) - set(q.DEV_SEEDS):
-        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [r for w in args.worlds for s in args.seeds
-            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
-    print("\n".join(summary(rows)))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    devrun.main(__doc__, one_set, summary)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+import devrun  # noqa: E402
 import quality as q  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -85,27 +85,7 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path)
-    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--summary", type=Path, help="only summarise rows written before")
-    args = ap.parse_args()
-    if args.summary:
-        print("\n".join(summary(json.loads(args.summary.read_text()))))
-        return
-    if set(args.seeds) - set(q.DEV_SEEDS):
-        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
-    if args.workdir is None:
-        sys.exit("--workdir is needed to run")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [r for w in args.worlds for s in args.seeds
-            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
-    print("\n".join(summary(rows)))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    devrun.main(__doc__, one_set, summary)
 
 
 if __name__ == "__main__":

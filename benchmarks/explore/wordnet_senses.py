@@ -11,7 +11,6 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-import quality as q  # noqa: E402
+import devrun  # noqa: E402
 
 # v0 is the shipped rule; v1 walks the whole subtree; v3 and v4 leave out rare senses.
 VARIANTS = {"v0": dict(depth=3), "v1": dict(depth=12), "v3": dict(depth=12, share=0.05),
@@ -32,55 +31,29 @@ VARIANTS = {"v0": dict(depth=3), "v1": dict(depth=12), "v3": dict(depth=12, shar
 def words_of(interest: str, n: int, depth: int = 3, share: float = 0.0) -> list[str]:
     """mdclust.stages.candidates.wordnet.interest_candidates with two knobs: the depth, and
     ``share``: senses with fewer than that share of the interest's tagged uses are left out."""
-    from mdclust.stages.candidates.wordnet import _total_count, clean, wordnet
+    from mdclust.stages.candidates.wordnet import clean, ranked_hyponyms, wordnet
 
-    wn = wordnet()
     key = interest.strip().lower().replace(" ", "_")
-    senses = wn.synsets(key, "n")
+    senses = wordnet().synsets(key, "n")
     counts = [sum(lem.count() for lem in s.lemmas() if lem.name().lower() == key)
               for s in senses]
     if sum(counts) and share:
         senses = [s for s, c in zip(senses, counts) if c >= share * sum(counts)]
-    found: dict[str, tuple[int, int, int]] = {}
-    frontier = list(senses)
-    for level in range(1, depth + 1):
-        nxt = []
-        for syn in frontier:
-            for hypo in sorted(syn.hyponyms() + syn.instance_hyponyms(), key=lambda s: s.name()):
-                nxt.append(hypo)
-                for lemma in hypo.lemmas():
-                    name = clean(lemma.name())
-                    if name == clean(key) or len(name.split()) > 2:
-                        continue
-                    prev = found.get(name)
-                    if prev is None or lemma.count() > prev[0]:
-                        found[name] = (lemma.count(), prev[1] if prev else level,
-                                       prev[2] if prev else len(found))
-        frontier = nxt
-    ranked = sorted(found, key=lambda w: (-found[w][0], -_total_count(wn, w.replace(" ", "_")),
-                                          found[w][1], found[w][2]))
-    return ranked[:n]
+    return ranked_hyponyms(senses, clean(key), depth)[:n]
 
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
-    import csv
-
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from mdclust.core.features import load_image_features
     from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
     from mdclust.methods.baselines import kmeans, zero_shot
     from mdclust.stages.candidates import default_n
 
-    vocab, store = q.embedded_set(seed, n, workdir, world)
-    f = load_image_features(store)
-    E = np.asarray(f.vectors, dtype=np.float64)
-    truth = {r["path"]: r for r in csv.DictReader(open(workdir / f"{world}-{seed}-{n}" /
-                                                       "labels.csv"))}
+    vocab, store, f, E, labels = devrun.dev_set(world, seed, n, workdir)
     rows = []
     for aspect in vocab:
-        y = [truth[p][aspect] for p in f.paths]
+        y = labels(aspect)
         present = vocab[aspect]["present"]
         k = len(present)
         r = {"world": world, "seed": seed, "aspect": aspect, "k": k, "kmeans": float(np.mean(
@@ -116,21 +89,7 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    if set(args.seeds) - set(q.DEV_SEEDS):
-        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [r for w in args.worlds for s in args.seeds
-            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
-    print("\n".join(summary(rows)))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    devrun.main(__doc__, one_set, summary)
 
 
 if __name__ == "__main__":

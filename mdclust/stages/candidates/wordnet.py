@@ -91,6 +91,14 @@ def interest_candidates(interest: str, n: int | None = None, depth: int = 3) -> 
     senses = wn.synsets(key, "n")
     if not senses:
         raise MdclustError(f"WordNet has no noun {interest!r}; use --llm or --from-file")
+    ranked = ranked_hyponyms(senses, clean(key), depth)
+    return ranked[:n] if n else ranked
+
+
+def ranked_hyponyms(senses, skip: str, depth: int) -> list[str]:
+    """The names of the hyponyms of ``senses`` to ``depth`` levels (``skip`` left out), ranked
+    as ``interest_candidates`` says."""
+    wn = wordnet()
     found: dict[str, tuple[int, int, int]] = {}  # name -> (sense count, depth, order)
     frontier = list(senses)
     for level in range(1, depth + 1):
@@ -102,16 +110,15 @@ def interest_candidates(interest: str, n: int | None = None, depth: int = 3) -> 
                 nxt.append(hypo)
                 for lemma in hypo.lemmas():
                     name = clean(lemma.name())
-                    if name == clean(key) or len(name.split()) > 2:
+                    if name == skip or len(name.split()) > 2:
                         continue
                     prev = found.get(name)
                     if prev is None or lemma.count() > prev[0]:
                         found[name] = (lemma.count(), prev[1] if prev else level,
                                        prev[2] if prev else len(found))
         frontier = nxt
-    ranked = sorted(found, key=lambda w: (-found[w][0], -_total_count(wn, w.replace(" ", "_")),
-                                          found[w][1], found[w][2]))
-    return ranked[:n] if n else ranked
+    return sorted(found, key=lambda w: (-found[w][0], -_total_count(wn, w.replace(" ", "_")),
+                                        found[w][1], found[w][2]))
 
 
 def all_nouns() -> list[str]:

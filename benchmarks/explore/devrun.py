@@ -1,0 +1,57 @@
+"""The command line the dev studies under benchmarks/explore share: run ``one_set`` on the dev
+sets of both worlds (never a test set), print ``summary`` of the rows, keep them as JSON; or
+only summarise rows kept before (``--summary``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality as q  # noqa: E402
+
+
+def main(doc: str, one_set, summary) -> None:
+    """``one_set(world, seed, n, workdir, log) -> rows``; ``summary(rows) -> lines``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, help="keep the generated sets and stores here")
+    ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--summary", type=Path, help="only summarise rows written before")
+    args = ap.parse_args()
+    if args.summary:
+        print("\n".join(summary(json.loads(args.summary.read_text()))))
+        return
+    if set(args.seeds) - set(q.DEV_SEEDS):
+        sys.exit(f"dev seeds only ({q.DEV_SEEDS}): the test sets are for reporting")
+    if args.workdir is None:
+        sys.exit("--workdir is needed to run")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = [r for w in args.worlds for s in args.seeds
+            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
+    print("\n".join(summary(rows)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def dev_set(world: str, seed: int, n: int, workdir: Path):
+    """(vocabulary, store, stored features, their vectors as float64, labels) of a generated
+    set; ``labels(aspect)`` gives each image's value in the features' row order."""
+    import csv
+
+    import numpy as np
+
+    from mdclust.core.features import load_image_features
+
+    vocab, store = q.embedded_set(seed, n, workdir, world)
+    f = load_image_features(store)
+    with open(workdir / f"{world}-{seed}-{n}" / "labels.csv") as fh:
+        truth = {r["path"]: r for r in csv.DictReader(fh)}
+    return (vocab, store, f, np.asarray(f.vectors, dtype=np.float64),
+            lambda aspect: [truth[p][aspect] for p in f.paths])
