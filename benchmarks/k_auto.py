@@ -38,7 +38,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-from quality import DEV_SEEDS, QUICK_SEEDS, TEST_SEEDS, WORLD_NAMES, embedded_set, interest_file  # noqa: E402
+from quality import (  # noqa: E402
+    DEV_SEEDS,
+    QUICK_SEEDS,
+    TEST_SEEDS,
+    WORLD_NAMES,
+    embedded_set,
+    interest_file,
+)
 
 FREE = ("kmeans", "pipcdr")
 DRIVEN = ("zeroshot", "gradnorm", "tac", "sic", "multidproxy")

@@ -11,9 +11,6 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS).
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+import devrun  # noqa: E402
 import quality as q  # noqa: E402
 
 FORMS = ("argmax_topk", "argmax_all", "homogeneity", "completeness", "soft_mi_over_hc",
@@ -49,25 +47,21 @@ def forms(E, T, labels, k) -> dict:
             "soft_mi_over_hc": mi / hc if hc > 0 else 0.0, "soft_nmi": vote_nmi(E, T, labels)}
 
 
-def one_set(world: str, seed: int, n: int, workdir: Path) -> list[dict]:
+def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     import mdclust
     from mdclust.core import layout
-    from mdclust.core.features import load_image_features
     from mdclust.core.textcache import text_features
 
-    vocab, store = q.embedded_set(seed, n, workdir, world)
-    f = load_image_features(store)
-    truth = {r["path"]: r for r in csv.DictReader(open(workdir / f"{world}-{seed}-{n}" /
-                                                       "labels.csv"))}
+    vocab, store, f, _, truth = devrun.dev_set(world, seed, n, workdir)
     ks = sorted({len(v["present"]) for v in vocab.values()})
     by_k = {k: mdclust.cluster(store, method="kmeans", k=k).labels for k in ks}
     text = lambda words: np.asarray(text_features(store, words, model=f.key), np.float32)  # noqa: E731
     rows = []
     for aspect in vocab:
         k = len(vocab[aspect]["present"])
-        y = [truth[p][aspect] for p in f.paths]
+        y = truth(aspect)
         mdclust.candidates(store, aspect, from_file=q.interest_file(aspect, world), k=k,
                            refresh=True)
         T = text(layout.read_candidates(store, aspect))
@@ -87,24 +81,19 @@ def one_set(world: str, seed: int, n: int, workdir: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def summary(rows: list[dict]) -> list[str]:
     from scipy.stats import spearmanr
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [r for w in q.WORLD_NAMES for s in q.DEV_SEEDS
-            for r in one_set(w, s, args.n, args.workdir)]
     driven = [r for r in rows if not r["method"].startswith("kmeans")]
-    print(f"{len(rows)} clusterings ({len(driven)} interest-driven); Spearman with NMI:")
+    out = [f"{len(rows)} clusterings ({len(driven)} interest-driven); Spearman with NMI:"]
     for form in FORMS:
         rho = lambda rs: spearmanr([r[form] for r in rs], [r["nmi"] for r in rs])[0]  # noqa: E731
-        print(f"  {form:<16} all {rho(rows):.3f}   interest-driven {rho(driven):.3f}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        out.append(f"  {form:<16} all {rho(rows):.3f}   interest-driven {rho(driven):.3f}")
+    return out
+
+
+def main() -> None:
+    devrun.main(__doc__, one_set, summary)
 
 
 if __name__ == "__main__":

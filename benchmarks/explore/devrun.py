@@ -43,15 +43,13 @@ def main(doc: str, one_set, summary) -> None:
 def dev_set(world: str, seed: int, n: int, workdir: Path):
     """(vocabulary, store, stored features, their vectors as float64, labels) of a generated
     set; ``labels(aspect)`` gives each image's value in the features' row order."""
-    import csv
-
     import numpy as np
 
     from mdclust.core.features import load_image_features
+    from mdclust.core.labels import read_labels_csv
 
     vocab, store = q.embedded_set(seed, n, workdir, world)
     f = load_image_features(store)
-    with open(workdir / f"{world}-{seed}-{n}" / "labels.csv") as fh:
-        truth = {r["path"]: r for r in csv.DictReader(fh)}
+    truth = read_labels_csv(workdir / f"{world}-{seed}-{n}" / "labels.csv")
     return (vocab, store, f, np.asarray(f.vectors, dtype=np.float64),
-            lambda aspect: [truth[p][aspect] for p in f.paths])
+            lambda aspect: [truth[aspect][p] for p in f.paths])

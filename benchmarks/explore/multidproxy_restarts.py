@@ -28,7 +28,6 @@ import devrun  # noqa: E402
 import quality as q  # noqa: E402
 
 SEEDS = (0, 1, 2)
-LOSS_TIE = 0.01  # as mdclust/stages/train_multidproxy.py
 
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
@@ -58,16 +57,22 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> list[str]:
+    from mdclust.stages.train_multidproxy import LOSS_TIE, _pick_restart
+
     by = defaultdict(list)
     for r in rows:
         by[(r["world"], r["seed"], r["aspect"])].append(r)
+
+    def shipped(rs):  # train's own rule, on rows named as it names them
+        seed = _pick_restart([{"seed": r["run"], "final_loss": r["loss"],
+                               "silhouette": r["silhouette"]} for r in rs])["seed"]
+        return next(r for r in rs if r["run"] == seed)
 
     def tied(rs):
         lowest = min(r["loss"] for r in rs)
         return [r for r in rs if r["loss"] <= lowest + LOSS_TIE * abs(lowest)]
 
-    rules = {"shipped (tie, then silhouette)": lambda rs: max(tied(rs),
-                                                               key=lambda r: r["silhouette"]),
+    rules = {"shipped (tie, then silhouette)": shipped,
              "silhouette": lambda rs: max(rs, key=lambda r: r["silhouette"]),
              "interest agreement": lambda rs: max(rs, key=lambda r: r["agreement"]),
              "tie, then agreement": lambda rs: max(tied(rs), key=lambda r: r["agreement"]),
