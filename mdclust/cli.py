@@ -395,7 +395,9 @@ def cluster_cmd(
     k_max: Optional[int] = KMaxOpt,
     seed: int = typer.Option(0, help="k-means seed."),
     spherical: bool = typer.Option(False, help="kmeans: cluster by cosine on the sphere."),
-    kappa: float = typer.Option(0.006, help="gradnorm/tac/sic: text-counterpart temperature."),
+    kappa: Optional[float] = typer.Option(
+        None, help="gradnorm/tac/sic: text-counterpart temperature [default: the paper's 0.006 "
+        "at CLIP's logit scale of 100, scaled to the model's own]."),
     backend: str = BackendOpt,
     names_from: Optional[str] = typer.Option(None, help="Name the clusters with this "
                                              "interest's candidates (interest-free methods)."),

@@ -460,6 +460,13 @@ class ClipEncoder:
             self._dim = int(proj.shape[-1]) if proj is not None else None
         return self._dim
 
+    @property
+    def logit_scale(self) -> float | None:
+        """exp of the model's learned logit scale (CLIP's: 100), or None if it has none."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(self._torch.as_tensor(scale).detach().float().exp()) if scale is not None \
+            else None
+
     def _autocast(self):
         torch = self._torch
         if self.precision in ("fp32", "int8"):  # int8: the torch side (texts) runs in fp32

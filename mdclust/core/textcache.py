@@ -76,13 +76,17 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
             from mdclust.core.encoders import ClipEncoder
 
             encoder = ClipEncoder(spec_for_key(store, key), device=device)
+        attrs = {"template": template, "model_key": key}
+        scale = getattr(encoder, "logit_scale", None)
+        if scale is not None:  # kept for stages that need the model's temperature (Eq. 9)
+            attrs["logit_scale"] = scale
         with progress_bar(show_progress, unit="texts") as bar:
             task = bar.add_task("encoding texts", total=len(missing))
             for i in range(0, len(missing), batch_size):
                 chunk = missing[i:i + batch_size]
                 # float16 as stored, so a result never depends on whether it came from the cache
                 vecs = encoder.encode_texts([template.format(t) for t in chunk]).astype(np.float16)
-                journal.append(store, group, "text", {"template": template, "model_key": key},
+                journal.append(store, group, "text", attrs,
                                text=np.array(chunk, dtype=object), vectors=vecs)
                 cached.update(zip(chunk, vecs))
                 bar.advance(task, len(chunk))
@@ -91,6 +95,24 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
             pass  # the commit folds the pending batches in
     return np.stack([np.asarray(cached[t], dtype=np.float32) for t in texts]) if len(texts) \
         else np.zeros((0, 0), dtype=np.float32)
+
+
+def logit_scale(store: Store, model: str | None = None) -> float | None:
+    """exp of the logit scale of the model behind the features ``model`` (a key; None: the
+    store's only one): as recorded when its text was encoded, else read from the model itself
+    (stores whose text cache predates the record; seconds, for loading it)."""
+    key = resolve_model_key(store, model)
+    root = f"text_features/{key}"
+    for tid in store.children(root):
+        scale = store.attrs(f"{root}/{tid}").get("logit_scale")
+        if scale is not None:
+            return float(scale)
+    for group, (_, attrs, _) in journal.pending_appends(store).items():
+        if group.startswith(root + "/") and "logit_scale" in attrs:
+            return float(attrs["logit_scale"])
+    from mdclust.core.encoders import ClipEncoder
+
+    return ClipEncoder(spec_for_key(store, key), device="cpu").logit_scale
 
 
 def _cached(store: Store, group: str, kind: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,12 @@ from mdclust.core.rows import ConcatRows
 from mdclust.methods.hubness import similarities
 
 TAU = 1 / 0.08  # classifier temperature tau (paper: fixed for all datasets)
-KAPPA = 0.006  # text-counterpart temperature kappa
+KAPPA = 0.006  # text-counterpart temperature kappa, for CLIP's cosines (logit scale 100)
+# The paper's kappa is a temperature on cosines of CLIP, whose learned logit scale is 100 (the
+# OpenAI and LAION ViTs all end at that clamp). Another model's cosines spread in units of its
+# own scale (mdclust-tiny's is 23), so kappa is taken in those units: the paper's value for
+# CLIP, 0.026 for mdclust-tiny (docs/methods/gradnorm.md has the dev measurement).
+CLIP_LOGIT_SCALE = 100.0
 BETA = 5  # nouns kept per pseudo-class
 EPOCHS, LR, BATCH = 30, 1e-3, 2048  # Adam, as in the paper
 SCORES = ("gradnorm", "msp", "cosine")
@@ -41,6 +46,14 @@ class LaICConfig:
     batch: int = BATCH
     min_steps: int = 1000
     seed: int = 0
+
+
+def kappa_for(logit_scale: float | None) -> float:
+    """The paper's kappa in units of a model's temperature (1 / ``logit_scale``); the paper's
+    own value when the scale is unknown."""
+    if not logit_scale or not np.isfinite(logit_scale) or logit_scale <= 0:
+        return KAPPA
+    return KAPPA * CLIP_LOGIT_SCALE / float(logit_scale)
 
 
 def n_pseudo_classes(n: int, k: int) -> int:

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mdclust.core import layout
-from mdclust.core.errors import StaleResult
+from mdclust.core.errors import BadInput, StaleResult
 from mdclust.core.features import load_image_features
 from mdclust.core.layout import candidates_source, read_candidates, validate_interest
 from mdclust.core.store import Store, StoreLike, as_store
-from mdclust.core.textcache import DEFAULT_TEMPLATE, text_features
+from mdclust.core.textcache import DEFAULT_TEMPLATE, logit_scale, text_features
 from mdclust.methods import Method, get
 from mdclust.methods import gradnorm as gn
 from mdclust.methods import hubness as hub
@@ -40,12 +40,15 @@ class ClusterResult:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), repr=False)
     k_choice: dict | None = None  # how k was chosen, with the score of every k tried
     hubness: str | None = None  # median or none where words were compared (hubness.py)
+    kappa: float | None = None  # gradnorm/tac/sic: the text-counterpart temperature used
 
     def to_json(self, rows: bool = False) -> dict:
         d = {"interest": self.interest, "method": self.method, "k": self.k, "n": self.n,
              "sizes": self.sizes, "seconds": self.seconds, "k_choice": self.k_choice}
         if self.hubness:
             d["hubness"] = self.hubness
+        if self.kappa is not None:
+            d["kappa"] = self.kappa
         if self.names:
             d["names"] = self.names
         if rows:
@@ -102,11 +105,17 @@ def _laic(store, m, interest, feats, k, seed, **opts):
     template = sel.attrs["params"]["template"]
     R = text_features(store, sel["noun"], template, model=feats.key)
     how = hub.resolve(opts["hubness"], layout.filtered_source(store, interest, m.filter_score))
-    V, rows = gn.image_text_rows(feats.vectors, R, opts["kappa"],
+    kappa, scale = opts["kappa"], None
+    if kappa is None:  # the paper's, in units of this model's temperature
+        scale = logit_scale(store, feats.key)
+        kappa = gn.kappa_for(scale)
+    V, rows = gn.image_text_rows(feats.vectors, R, kappa,
                                  shift=opts["medians"](sel["noun"], template, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": V}, {
-        "features": "image+text_counterpart", "kappa": opts["kappa"],
+        "features": "image+text_counterpart", "kappa": kappa,
+        "kappa_rule": "given" if scale is None else "paper, scaled by the logit scale",
+        "logit_scale": scale,
         "nouns": len(sel["noun"]), "filter": m.filter_score, "hubness": how}, [], \
         (list(sel["noun"]), sel.attrs["params"]["template"])
 
@@ -118,7 +127,7 @@ BY_KIND = {"image": _image, "trained": _trained, "zeroshot": _zeroshot, "laic": 
 def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kmeans",
             k: int | None = None, k_max: int | None = None, seed: int = 0,
             model: str | None = None,
-            spherical: bool = False, kappa: float = gn.KAPPA,
+            spherical: bool = False, kappa: float | None = None,
             template: str = DEFAULT_TEMPLATE, backend: str = "auto",
             names_from: str | None = None, hubness: str = "auto") -> ClusterResult:
     """Cluster the images for an interest with a method; stores labels and features.
@@ -144,8 +153,10 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
         Feature set (model key) to use when the store holds several.
     spherical : bool
         kmeans: cluster by cosine on the sphere.
-    kappa : float
-        gradnorm/tac/sic: text-counterpart temperature (paper: 0.006).
+    kappa : float, optional
+        gradnorm/tac/sic: text-counterpart temperature. Default: the paper's 0.006 for CLIP's
+        logit scale of 100, in units of the model's own (0.006 * 100 / exp(logit_scale):
+        0.006 for OpenAI's and LAION's CLIPs, 0.026 for mdclust-tiny).
     template : str
         zeroshot: prompt template for the candidate words.
     backend : str
@@ -175,6 +186,8 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
     m: Method = get(method)
     backend_for(backend, 0)  # a bad name fails before any work
     hub.resolve(hubness, None)  # likewise
+    if kappa is not None and not (np.isfinite(kappa) and kappa > 0):
+        raise BadInput(f"--kappa must be a positive number, not {kappa}")
     if interest is not None or m.needs_interest:
         interest = validate_interest(interest)
     store.validate()
@@ -225,7 +238,8 @@ def cluster(store: StoreLike, interest: str | None = None, *, method: str = "kme
                       {"method": method, "params": params})
     return ClusterResult(interest, method, k, n, np.bincount(labels).tolist(), names,
                          round(time.perf_counter() - t0, 3), list(feats.paths), labels,
-                         choice.to_json(), params.get("hubness") or params.get("names_hubness"))
+                         choice.to_json(), params.get("hubness") or params.get("names_hubness"),
+                         params.get("kappa"))
 
 
 def _choose_k(store, m: Method, interest, feats, k, k_max, seed, hubness) -> KChoice:

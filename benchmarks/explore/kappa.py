@@ -1,0 +1,92 @@
+"""Dev study behind GradNorm's text-counterpart temperature (Eq. 9, docs/methods/gradnorm.md):
+the paper's κ = 0.006 as written, against κ in units of the model's own learned temperature
+(κ · 100 / exp(logit_scale): the paper's value for CLIP's logit scale of 100), and a few
+values around both. Every aspect of both worlds with the quality benchmark's three candidate
+sources and the paper's wordnet-all pool; hubs corrected as `--hubness auto` does.
+
+Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
+
+    python benchmarks/explore/kappa.py --workdir /tmp/hub --json /tmp/hub/kappa.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import devrun  # noqa: E402
+import quality as q  # noqa: E402
+
+KAPPAS = (0.006, 0.012, 0.0261, 0.05, 0.1)  # 0.0261: 0.006 · 100 / 22.98, mdclust-tiny v3's scale
+
+
+def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from mdclust.core import layout
+    from mdclust.core.textcache import text_features
+    from mdclust.methods import gradnorm as gn
+    from mdclust.methods import hubness as hub
+    from mdclust.methods.baselines import kmeans
+    from mdclust.stages.filter import filter_nouns
+
+    vocab, store, f, E, labels = devrun.dev_set(world, seed, n, workdir)
+    rows = []
+    for aspect in vocab:
+        y = labels(aspect)
+        k = len(vocab[aspect]["present"])
+        km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
+        for source in q.SOURCES + ("wordnet-all",):
+            if source == "wordnet-all":
+                filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
+            else:
+                q.source_words(store, aspect, source, k, vocab[aspect]["vocabulary"], world,
+                               workdir)
+                filter_nouns(store, aspect, method="gradnorm", k=k)
+            R = np.asarray(text_features(store, layout.read_filtered(store, aspect, "gradnorm")
+                                         ["noun"], model=f.key), dtype=np.float64)
+            S = E @ R.T
+            if hub.resolve("auto", "wordnet" if source == "wordnet" else source) == "median":
+                S = S - np.median(S, 0)
+            r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
+                 "kmeans": km}
+            for kappa in KAPPAS:
+                X = np.hstack([E, gn.softmax(S / kappa) @ R]).astype(np.float32)
+                r[f"gn_{kappa}"] = float(np.mean([nmi(y, kmeans(X, k, seed=s))
+                                                  for s in range(3)]))
+            rows.append(r)
+            log(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in r.items()}))
+    return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["world"], r["source"])].append(r)
+    out = []
+    for (world, source), rs in sorted(by.items()):
+        km = np.array([r["kmeans"] for r in rs])
+        cells = [f"{world} {source} ({len(rs)}): k-means {km.mean():.3f}"]
+        for kappa in KAPPAS:
+            g = np.array([r[f"gn_{kappa}"] for r in rs])
+            follows = km >= 0.6
+            worst = (g - km)[follows].min() if follows.any() else float("nan")
+            cells.append(f"κ {kappa}: {g.mean():.3f} (where k-means ≥ 0.6: worst {worst:+.3f})")
+        out.append("; ".join(cells))
+    return out
+
+
+def main() -> None:
+    devrun.main(__doc__, one_set, summary)
+
+
+if __name__ == "__main__":
+    main()
