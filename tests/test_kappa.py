@@ -117,3 +117,22 @@ def test_where_the_images_show_the_colour_the_wordnet_path_keeps_it(tmp_path):
     assert score["kmeans"] >= 0.9, score
     assert score["default"] >= score["kmeans"] - 0.05, score
     assert score["default"] > score["paper"] + 0.03, score
+
+
+def test_without_the_models_weights_the_paper_kappa_is_used_and_said(tmp_path):
+    """A store whose text features were built without the model (benchmarks/scale.py's
+    synthetic stores; ViT-B-32/openai, not in any cache here): GradNorm still clusters, with
+    the paper's κ, and its provenance says why; nothing is downloaded."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    spec = importlib.util.spec_from_file_location("scale_bench", path)
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    store = tmp_path / "syn.h5"
+    scale.build_store(store, 600, 32)
+    assert logit_scale(Store(store)) is None
+    res = mdclust.cluster(store, scale.INTEREST, method="gradnorm")
+    params = Store(store).attrs(f"interests/{scale.INTEREST}/clusterings/gradnorm")["params"]
+    assert res.kappa == params["kappa"] == 0.006
+    assert "could not be read" in params["kappa_rule"] and params["logit_scale"] is None

@@ -100,7 +100,8 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
 def logit_scale(store: Store, model: str | None = None) -> float | None:
     """exp of the logit scale of the model behind the features ``model`` (a key; None: the
     store's only one): as recorded when its text was encoded, else read from the model itself
-    (stores whose text cache predates the record; seconds, for loading it)."""
+    (stores whose text cache predates the record; seconds, for loading it), never downloaded;
+    None when its weights are not at hand (a text cache imported or built without them)."""
     key = resolve_model_key(store, model)
     root = f"text_features/{key}"
     for tid in store.children(root):
@@ -112,7 +113,11 @@ def logit_scale(store: Store, model: str | None = None) -> float | None:
             return float(attrs["logit_scale"])
     from mdclust.core.encoders import ClipEncoder
 
-    return ClipEncoder(spec_for_key(store, key), device="cpu").logit_scale
+    try:
+        return ClipEncoder(spec_for_key(store, key), device="cpu", offline=True,
+                           progress=False).logit_scale
+    except MdclustError:
+        return None
 
 
 def _cached(store: Store, group: str, kind: str) -> dict[str, np.ndarray]:

@@ -105,16 +105,18 @@ def _laic(store, m, interest, feats, k, seed, **opts):
     template = sel.attrs["params"]["template"]
     R = text_features(store, sel["noun"], template, model=feats.key)
     how = hub.resolve(opts["hubness"], layout.filtered_source(store, interest, m.filter_score))
-    kappa, scale = opts["kappa"], None
+    kappa, scale, rule = opts["kappa"], None, "given"
     if kappa is None:  # the paper's, in units of this model's temperature
         scale = logit_scale(store, feats.key)
         kappa = gn.kappa_for(scale)
+        rule = "paper, scaled by the logit scale" if scale else \
+            "paper (the model's logit scale could not be read: its weights are not at hand)"
     V, rows = gn.image_text_rows(feats.vectors, R, kappa,
                                  shift=opts["medians"](sel["noun"], template, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
     return labels, {"text_counterpart": V}, {
         "features": "image+text_counterpart", "kappa": kappa,
-        "kappa_rule": "given" if scale is None else "paper, scaled by the logit scale",
+        "kappa_rule": rule,
         "logit_scale": scale,
         "nouns": len(sel["noun"]), "filter": m.filter_score, "hubness": how}, [], \
         (list(sel["noun"]), sel.attrs["params"]["template"])
