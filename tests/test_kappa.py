@@ -12,6 +12,7 @@ import torch
 from conftest import MDCLUST, embedded_store, shapes_store
 
 import mdclust
+import mdclust.core.textcache
 from mdclust.core.encoders import BUNDLED_WEIGHTS
 from mdclust.core.store import Store
 from mdclust.core.textcache import logit_scale
@@ -72,10 +73,44 @@ def test_default_kappa_is_scaled_recorded_and_softer(colour_store):
 
 def test_the_scale_is_read_from_the_model_when_the_store_has_no_record(tmp_path):
     st = embedded_store(tmp_path, 6)  # the random-weight test model: no text encoded yet
-    assert logit_scale(st) == pytest.approx(1 / 0.07, rel=1e-3)  # open_clip's initial scale
+    scale, where = logit_scale(st)
+    assert scale == pytest.approx(1 / 0.07, rel=1e-3) and where == "the model"  # open_clip's
+    # initial scale; once text is encoded it is recorded, and read without the model
+    mdclust.core.textcache.text_features(st, ["red", "blue"])
+    assert logit_scale(st) == (pytest.approx(1 / 0.07, rel=1e-3), "recorded")
+
+
+def test_the_recorded_scale_is_what_cluster_uses(colour_store, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although its scale is recorded")
+
+    monkeypatch.setattr("mdclust.core.encoders.ClipEncoder", no_model)
+    assert logit_scale(Store(colour_store)) == (pytest.approx(tiny_scale(), rel=1e-4),
+                                                "recorded")
+    res = mdclust.cluster(colour_store, "color", method="gradnorm")
+    assert res.kappa == pytest.approx(gn.kappa_for(tiny_scale()), rel=1e-4)
+    assert mdclust.load_clustering(colour_store, "color", method="gradnorm").kappa == res.kappa
+
+
+def test_an_append_without_the_scale_keeps_the_groups_record(tmp_path):
+    """A pending text batch written by a version that did not record the scale must not drop
+    the record when it is folded into the group."""
+    from mdclust.core import journal
+
+    st = Store(tmp_path / "s.h5")
+    with st.transaction() as txn:
+        txn.put_group("text_features/m/t", {"text": ["a"], "vectors": np.ones((1, 2))},
+                      {"template": "{}", "model_key": "m", "logit_scale": 22.5})
+    journal.append(st, "text_features/m/t", "text", {"template": "{}", "model_key": "m"},
+                   text=np.array(["b"], dtype=object), vectors=np.zeros((1, 2)))
+    with st.transaction():
+        pass
+    group = st.read_group("text_features/m/t")
+    assert list(group["text"]) == ["a", "b"] and group.attrs["logit_scale"] == 22.5
 
 
 def test_a_bad_kappa_is_one_line_and_keeps_the_clustering(colour_store):
+    mdclust.cluster(colour_store, "color", method="gradnorm")
     before = Store(colour_store).read_group("interests/color/clusterings/gradnorm")["label"]
     for bad in ("0", "-0.01"):
         done = subprocess.run([MDCLUST, "cluster", "-i", "color", "--method", "gradnorm",
@@ -119,11 +154,14 @@ def test_where_the_images_show_the_colour_the_wordnet_path_keeps_it(tmp_path):
     assert score["default"] > score["paper"] + 0.03, score
 
 
-def test_without_the_models_weights_the_paper_kappa_is_used_and_said(tmp_path):
+def test_without_the_models_weights_the_paper_kappa_is_used_and_said(tmp_path, monkeypatch):
     """A store whose text features were built without the model (benchmarks/scale.py's
-    synthetic stores; ViT-B-32/openai, not in any cache here): GradNorm still clusters, with
-    the paper's κ, and its provenance says why; nothing is downloaded."""
+    synthetic stores; ViT-B-32/openai): GradNorm still clusters, with the paper's κ, and its
+    provenance says why; nothing is downloaded."""
     import importlib.util
+
+    # as on a machine without these weights cached, whatever this one's Hugging Face cache holds
+    monkeypatch.setattr("mdclust.core.encoders._hub_cached", lambda *args: False)
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
     spec = importlib.util.spec_from_file_location("scale_bench", path)
@@ -131,8 +169,11 @@ def test_without_the_models_weights_the_paper_kappa_is_used_and_said(tmp_path):
     spec.loader.exec_module(scale)
     store = tmp_path / "syn.h5"
     scale.build_store(store, 600, 32)
-    assert logit_scale(Store(store)) is None
+    scale_read, why = logit_scale(Store(store))
+    assert scale_read is None and "not available offline" in why
     res = mdclust.cluster(store, scale.INTEREST, method="gradnorm")
     params = Store(store).attrs(f"interests/{scale.INTEREST}/clusterings/gradnorm")["params"]
     assert res.kappa == params["kappa"] == 0.006
-    assert "could not be read" in params["kappa_rule"] and params["logit_scale"] is None
+    assert params["kappa_rule"].startswith("paper (the model's logit scale could not be read: "
+                                           "weights ViT-B-32/openai are not available offline")
+    assert params["logit_scale"] is None

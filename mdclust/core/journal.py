@@ -123,7 +123,8 @@ def pending_appends(store: Store) -> dict[str, tuple[str, dict, list[tuple[Path,
         if "__meta__" not in batch:
             continue
         meta = json.loads(str(batch.pop("__meta__")))
-        entry = out.setdefault(meta["group"], (meta["key"], meta["attrs"], []))
+        entry = out.setdefault(meta["group"], (meta["key"], {}, []))
+        entry[1].update(meta["attrs"])  # a later batch's attributes add to an earlier one's
         entry[2].append((path, batch))
     return out
 
@@ -143,6 +144,8 @@ def fold(txn, store: Store) -> list[Path]:
             except MissingDataFile:
                 old = None  # a lost cache group: the batches rebuild what they hold
             data = dict(old.data) if old is not None else {}
+            # attributes a batch does not carry (one written by an older version) are kept
+            attrs = {**(old.attrs if old is not None else {}), **attrs}
         columns = {name: [np.asarray(data[name])] if name in data else [] for name in
                    batches[0][1]}
         seen = {str(v) for v in data.get(key, [])}

@@ -97,27 +97,27 @@ def text_features(store: Store, texts: Sequence[str], template: str = DEFAULT_TE
         else np.zeros((0, 0), dtype=np.float32)
 
 
-def logit_scale(store: Store, model: str | None = None) -> float | None:
-    """exp of the logit scale of the model behind the features ``model`` (a key; None: the
-    store's only one): as recorded when its text was encoded, else read from the model itself
+def logit_scale(store: Store, model: str | None = None) -> tuple[float | None, str]:
+    """(exp of the logit scale of the model behind the features ``model`` (a key; None: the
+    store's only one), where it came from): as recorded when its text was encoded (callers
+    encode their words first, which commits the record), else read from the model itself
     (stores whose text cache predates the record; seconds, for loading it), never downloaded;
-    None when its weights are not at hand (a text cache imported or built without them)."""
+    None, with the reason, when the model cannot be loaded (a text cache imported or built
+    without its weights)."""
     key = resolve_model_key(store, model)
     root = f"text_features/{key}"
     for tid in store.children(root):
         scale = store.attrs(f"{root}/{tid}").get("logit_scale")
         if scale is not None:
-            return float(scale)
-    for group, (_, attrs, _) in journal.pending_appends(store).items():
-        if group.startswith(root + "/") and "logit_scale" in attrs:
-            return float(attrs["logit_scale"])
+            return float(scale), "recorded"
     from mdclust.core.encoders import ClipEncoder
 
     try:
-        return ClipEncoder(spec_for_key(store, key), device="cpu", offline=True,
-                           progress=False).logit_scale
-    except MdclustError:
-        return None
+        scale = ClipEncoder(spec_for_key(store, key), device="cpu", offline=True,
+                            progress=False).logit_scale
+    except MdclustError as e:
+        return None, str(e).splitlines()[0]
+    return scale, "the model" if scale is not None else "the model has no logit scale"
 
 
 def _cached(store: Store, group: str, kind: str) -> dict[str, np.ndarray]:

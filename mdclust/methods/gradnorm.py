@@ -40,7 +40,7 @@ class LaICConfig:
     clusters: int | None = None  # pseudo-classes C [n_pseudo_classes(n, k)]
     beta: int = BETA
     tau: float = TAU
-    kappa: float = KAPPA
+    kappa: float = KAPPA  # plain arrays carry no model: CLIP's; `cluster` scales it (kappa_for)
     epochs: int = EPOCHS
     lr: float = LR
     batch: int = BATCH
@@ -50,10 +50,12 @@ class LaICConfig:
 
 def kappa_for(logit_scale: float | None) -> float:
     """The paper's kappa in units of a model's temperature (1 / ``logit_scale``); the paper's
-    own value when the scale is unknown."""
-    if not logit_scale or not np.isfinite(logit_scale) or logit_scale <= 0:
-        return KAPPA
-    return KAPPA * CLIP_LOGIT_SCALE / float(logit_scale)
+    own value when the scale is unknown or unusable."""
+    return KAPPA * CLIP_LOGIT_SCALE / float(logit_scale) if usable_scale(logit_scale) else KAPPA
+
+
+def usable_scale(logit_scale: float | None) -> bool:
+    return logit_scale is not None and bool(np.isfinite(logit_scale)) and logit_scale > 0
 
 
 def n_pseudo_classes(n: int, k: int) -> int:

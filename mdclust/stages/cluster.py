@@ -107,10 +107,12 @@ def _laic(store, m, interest, feats, k, seed, **opts):
     how = hub.resolve(opts["hubness"], layout.filtered_source(store, interest, m.filter_score))
     kappa, scale, rule = opts["kappa"], None, "given"
     if kappa is None:  # the paper's, in units of this model's temperature
-        scale = logit_scale(store, feats.key)
+        scale, where = logit_scale(store, feats.key)
         kappa = gn.kappa_for(scale)
-        rule = "paper, scaled by the logit scale" if scale else \
-            "paper (the model's logit scale could not be read: its weights are not at hand)"
+        if gn.usable_scale(scale):
+            rule = "paper, scaled by the logit scale"
+        else:
+            rule, scale = f"paper (the model's logit scale could not be read: {where})", None
     V, rows = gn.image_text_rows(feats.vectors, R, kappa,
                                  shift=opts["medians"](sel["noun"], template, R, how))
     labels = kmeans(rows, k, seed=seed, backend=opts["backend"])
@@ -300,4 +302,5 @@ def load_clustering(store: StoreLike, interest: str | None = None, *,
     return ClusterResult(interest, method, int(params["k"]), len(labels),
                          np.bincount(labels).tolist(), list(g.get("cluster_name") or []),
                          0.0, list(g["path"]), labels, params.get("k_choice"),
-                         params.get("hubness") or params.get("names_hubness"))
+                         params.get("hubness") or params.get("names_hubness"),
+                         params.get("kappa"))
