@@ -39,8 +39,10 @@ def views(model_key: str, set_name: str | None = None) -> str:
     return f"{VIEWS}/{model_key}" + (f"/{set_name}" if set_name else "")
 
 
-def text_features(model_key: str, template_id: str) -> str:
-    return f"text_features/{model_key}/{template_id}"
+def text_features(model_key: str, template_id: str | None = None) -> str:
+    """A model's cached text features under one template, or (no template) all of them."""
+    root = f"text_features/{model_key}"
+    return f"{root}/{template_id}" if template_id is not None else root
 
 
 def interest(name: str) -> str:

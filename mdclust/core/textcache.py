@@ -105,7 +105,7 @@ def logit_scale(store: Store, model: str | None = None) -> tuple[float | None, s
     None, with the reason, when the model cannot be loaded (a text cache imported or built
     without its weights)."""
     key = resolve_model_key(store, model)
-    root = f"text_features/{key}"
+    root = layout.text_features(key)
     for tid in store.children(root):
         scale = store.attrs(f"{root}/{tid}").get("logit_scale")
         if scale is not None:
