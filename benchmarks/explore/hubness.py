@@ -47,20 +47,16 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
     from mdclust.methods.kselect import by_votes
     from mdclust.stages.filter import filter_nouns
 
-    vocab, store, f, E, labels = devrun.dev_set(world, seed, n, workdir)
     rows = []
-    for aspect in vocab:
-        y = labels(aspect)
-        k = len(vocab[aspect]["present"])
-        km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
+    for store, f, E, aspect, y, k, km, vocab in devrun.aspects(world, seed, n, workdir):
         for source in q.SOURCES + ("wordnet-all",):
             r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
                  "kmeans": km}
             if source == "wordnet-all":
                 filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
             else:
-                words = q.source_words(store, aspect, source, k, vocab[aspect]["vocabulary"],
-                                       world, workdir)
+                words = q.source_words(store, aspect, source, k, vocab["vocabulary"], world,
+                                       workdir)
                 T = np.asarray(text_features(store, words, model=f.key), dtype=np.float64)
                 S = E @ T.T
                 for how in HOWS:

@@ -38,18 +38,13 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
     from mdclust.methods.baselines import kmeans
     from mdclust.stages.filter import filter_nouns
 
-    vocab, store, f, E, labels = devrun.dev_set(world, seed, n, workdir)
     rows = []
-    for aspect in vocab:
-        y = labels(aspect)
-        k = len(vocab[aspect]["present"])
-        km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
+    for store, f, E, aspect, y, k, km, vocab in devrun.aspects(world, seed, n, workdir):
         for source in q.SOURCES + ("wordnet-all",):
             if source == "wordnet-all":
                 filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
             else:
-                q.source_words(store, aspect, source, k, vocab[aspect]["vocabulary"], world,
-                               workdir)
+                q.source_words(store, aspect, source, k, vocab["vocabulary"], world, workdir)
                 filter_nouns(store, aspect, method="gradnorm", k=k)
             R = np.asarray(text_features(store, layout.read_filtered(store, aspect, "gradnorm")
                                          ["noun"], model=f.key), dtype=np.float64)
