@@ -58,14 +58,30 @@ def dev_set(world: str, seed: int, n: int, workdir: Path):
 def aspects(world: str, seed: int, n: int, workdir: Path):
     """Every aspect of a dev set as the interest: (store, stored features, their vectors,
     aspect, its labels in row order, k = values present, mean k-means NMI over seeds 0-2)."""
+    vocab, store, f, E, labels = dev_set(world, seed, n, workdir)
+    for aspect in vocab:
+        y = labels(aspect)
+        k = len(vocab[aspect]["present"])
+        yield store, f, E, aspect, y, k, kmeans_nmi(E, y, k), vocab[aspect]
+
+
+def kmeans_nmi(X, y, k: int) -> float:
+    """Mean NMI of k-means on ``X`` (as float32) over seeds 0-2."""
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from mdclust.methods.baselines import kmeans
 
-    vocab, store, f, E, labels = dev_set(world, seed, n, workdir)
-    for aspect in vocab:
-        y = labels(aspect)
-        k = len(vocab[aspect]["present"])
-        km = float(np.mean([nmi(y, kmeans(E.astype(np.float32), k, seed=s)) for s in range(3)]))
-        yield store, f, E, aspect, y, k, km, vocab[aspect]
+    X = np.asarray(X, dtype=np.float32)
+    return float(np.mean([nmi(y, kmeans(X, k, seed=s)) for s in range(3)]))
+
+
+def log_row(log, row: dict) -> None:
+    log(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in row.items()}))
+
+
+def by_world_source(rows: list[dict]) -> list[tuple[tuple[str, str], list[dict]]]:
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["world"], r["source"]), []).append(r)
+    return sorted(groups.items())

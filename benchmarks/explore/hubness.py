@@ -11,9 +11,7 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +41,7 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
     from mdclust.core import layout
     from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
-    from mdclust.methods.baselines import kmeans, zero_shot
+    from mdclust.methods.baselines import zero_shot
     from mdclust.methods.kselect import by_votes
     from mdclust.stages.filter import filter_nouns
 
@@ -71,19 +69,15 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
                                          ["noun"], model=f.key), dtype=np.float64)
             for how in HOWS:
                 V = gn.softmax(centred(E @ R.T, how) / gn.KAPPA) @ R
-                X = np.hstack([E, V]).astype(np.float32)
-                r["gn_" + how] = float(np.mean([nmi(y, kmeans(X, k, seed=s)) for s in range(3)]))
+                r["gn_" + how] = devrun.kmeans_nmi(np.hstack([E, V]), y, k)
             rows.append(r)
-            log(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in r.items()}))
+            devrun.log_row(log, r)
     return rows
 
 
 def summary(rows: list[dict]) -> list[str]:
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["world"], r["source"])].append(r)
     out = []
-    for (world, source), rs in sorted(by.items()):
+    for (world, source), rs in devrun.by_world_source(rows):
         km = np.mean([r["kmeans"] for r in rs])
         cells = [f"{world} {source} ({len(rs)} cases): k-means {km:.3f}"]
         for part in ("zs_", "gn_"):

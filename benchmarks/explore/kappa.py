@@ -11,9 +11,7 @@ Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +27,11 @@ KAPPAS = (0.006, 0.012, 0.0261, 0.05, 0.1)  # 0.0261: 0.006 · 100 / 22.98, mdcl
 
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
-    from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from mdclust.core import layout
     from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
     from mdclust.methods import hubness as hub
-    from mdclust.methods.baselines import kmeans
     from mdclust.stages.filter import filter_nouns
 
     rows = []
@@ -54,20 +50,16 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
             r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
                  "kmeans": km}
             for kappa in KAPPAS:
-                X = np.hstack([E, gn.softmax(S / kappa) @ R]).astype(np.float32)
-                r[f"gn_{kappa}"] = float(np.mean([nmi(y, kmeans(X, k, seed=s))
-                                                  for s in range(3)]))
+                r[f"gn_{kappa}"] = devrun.kmeans_nmi(np.hstack([E, gn.softmax(S / kappa) @ R]),
+                                                     y, k)
             rows.append(r)
-            log(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in r.items()}))
+            devrun.log_row(log, r)
     return rows
 
 
 def summary(rows: list[dict]) -> list[str]:
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["world"], r["source"])].append(r)
     out = []
-    for (world, source), rs in sorted(by.items()):
+    for (world, source), rs in devrun.by_world_source(rows):
         km = np.array([r["kmeans"] for r in rs])
         cells = [f"{world} {source} ({len(rs)}): k-means {km.mean():.3f}"]
         for kappa in KAPPAS:
