@@ -472,7 +472,9 @@ def train_cmd(
                                                     "its image; not in the paper [on]."),
     candidate_score: Optional[str] = typer.Option(None, help="multidproxy: refinement score of "
                                                   "a candidate: max (best cosine to a centroid; "
-                                                  "not in the paper) or mean (paper) [max]."),
+                                                  "not in the paper), mean (paper), specific "
+                                                  "(max less mean) or auto: specific for "
+                                                  "--source wordnet lists, else max [auto]."),
     u_weight: Optional[float] = typer.Option(None, help="multidproxy: factor on alpha(t), the "
                                                         "weight of L_u (1 = paper) [0.1]."),
     reference: Optional[int] = typer.Option(None, help="multidproxy: images every image "

@@ -120,6 +120,28 @@ def test_refine_candidates_keeps_the_aligned_words():
     assert len(mdp.refine_candidates(proxies, C, 4, 2)) == 4
 
 
+def test_auto_refinement_score_discounts_hubs_for_wordnet_lists_only(tmp_path):
+    assert mdp.candidate_score_for("auto", "wordnet") == "specific"
+    assert [mdp.candidate_score_for("auto", s) for s in ("file", "llm", None)] == ["max"] * 3
+    assert mdp.candidate_score_for("mean", "wordnet") == "mean"  # a given score is kept
+    # a word near every centroid (a hub) beats the words of single centroids under max,
+    # and loses to them under specific
+    axes = np.eye(4)
+    proxies = np.vstack([axes[0]] * 10 + [axes[1]] * 10)
+    hub = (axes[0] + axes[1]) / np.sqrt(2) * 0.999 + axes[2] * 0.045
+    C = np.vstack([axes[0] * 0.7 + axes[3] * 0.714, axes[1] * 0.7 + axes[3] * 0.714, hub])
+    assert mdp.refine_candidates(proxies, C, 2, 2, score="max").tolist() == [0, 2]
+    assert mdp.refine_candidates(proxies, C, 2, 2, score="specific").tolist() == [0, 1]
+    assert mdp.refine_candidates(proxies, C, 2, 2, score="auto").tolist() == \
+        mdp.refine_candidates(proxies, C, 2, 2, score="max").tolist()
+    # the stage resolves auto by the candidates' source and stores what it used
+    st = embedded_store(tmp_path, 30)
+    candidates(st, "color", source="wordnet", k=3)
+    train(st, "color", config=cfg(epochs=8, refine_every=4), device="cpu")
+    params = st.attrs(layout.trained("color", "multidproxy"))["params"]
+    assert params["candidate_score"] == "specific"
+
+
 @pytest.fixture
 def small_store(tmp_path):
     st = embedded_store(tmp_path, 40)
@@ -292,6 +314,8 @@ def test_cli_defaults_are_the_config_defaults_and_preset_paper_is_literal(small_
         assert out.returncode == 0, out.stderr
         params = small_store.attrs(layout.trained("thing", "multidproxy"))["params"]
         want = asdict(MultiDProxyConfig(k=3, epochs=8, refine_every=4, batch=16, **expected))
+        # auto is stored as what it meant for these candidates (a file: max)
+        want["candidate_score"] = mdp.candidate_score_for(want["candidate_score"], "file")
         assert {f: params[f] for f in want} == want
     bad = subprocess.run([MDCLUST, *base, "--preset", "literal"], capture_output=True,
                          text=True, timeout=60)

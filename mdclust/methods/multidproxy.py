@@ -25,7 +25,7 @@ NEGATIVES = ("batch", "groups", "infonce")
 REFINE_TIMINGS = ("mid", "end")
 FUSE_ON = ("layernorm", "unit")
 PROXY_INITS = ("star", "image")
-CANDIDATE_SCORES = ("max", "mean", "specific")
+CANDIDATE_SCORES = ("auto", "max", "mean", "specific")
 
 
 @dataclass
@@ -56,7 +56,9 @@ class MultiDProxyConfig:
     refine_timing: str = "mid"  # halvings at R/2, 3R/2, ...: the final set is trained on
     fuse: str = "layernorm"  # Eq. 4 mixes the LayerNorm outputs, as written
     proxy_align: bool = True  # add 1 - cos(w_i, v_i) to L_align (not in the paper)
-    candidate_score: str = "max"  # refinement: best cosine to a centroid (paper: mean)
+    # refinement: best cosine to a centroid (paper: mean); auto: less the mean over centroids
+    # ("specific") for WordNet lists, whose hub words lie near every centroid
+    candidate_score: str = "auto"
     detach_gate: bool = False  # True: no loss trains lambda (not in the paper)
     proxy_init: str = "star"  # w'_i = f_t("*") (paper) or "image": v_i
     u_weight: float = 0.1  # factor on alpha(t), the weight of L_u (paper: 1)
@@ -96,6 +98,15 @@ def initial_candidate_count(k: int, epochs: int = EPOCHS, refine_every: int = RE
     return (2 ** (epochs // refine_every)) * k
 
 
+def candidate_score_for(score: str, source: str | None) -> str:
+    """What ``score`` means for candidates from ``source``: auto is "specific" for
+    `candidates --source wordnet` lists (as `--hubness auto` corrects them elsewhere), "max"
+    for every other list (docs/methods/multidproxy.md)."""
+    if score != "auto":
+        return score
+    return "specific" if source == "wordnet" else "max"
+
+
 def refinement_sizes(n_start: int, k: int, rounds: int) -> list[int]:
     """Candidate-set size after each refinement: halved each time (|C|/2), never below M, and
     exactly M after the last one (the paper's 2^beta M start makes these coincide)."""
@@ -123,6 +134,7 @@ def refine_candidates(proxies: np.ndarray, C: np.ndarray, keep: int, k: int, see
     ``score="max"``, its best one — and keep the ``keep`` best (indices, sorted)."""
     from mdclust.methods.baselines import kmeans
 
+    score = candidate_score_for(score, None)  # no source known here: auto is max
     labels = kmeans(proxies, k, seed=seed, n_init=3)
     mu = np.stack([proxies[labels == j].mean(0) for j in range(k) if np.any(labels == j)])
     mu = mu / np.linalg.norm(mu, axis=1, keepdims=True).clip(min=1e-12)

@@ -109,6 +109,8 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     k = choice.k
     cfg = replace(cfg or MultiDProxyConfig(k=k), k=int(k))
     _validate(cfg, len(feats.paths), len(words))
+    cfg = replace(cfg, candidate_score=mdp.candidate_score_for(
+        cfg.candidate_score, candidates_source(store, interest)))
     dev = resolve_device(device)
     inputs = _Inputs(store, interest, feats, words, cfg, dev)
     grid_rows: list[dict] = []
