@@ -85,3 +85,24 @@ def by_world_source(rows: list[dict]) -> list[tuple[tuple[str, str], list[dict]]
     for r in rows:
         groups.setdefault((r["world"], r["source"]), []).append(r)
     return sorted(groups.items())
+
+
+def filtered(store, f, aspect: str, source: str, k: int, vocabulary: list[str], world: str,
+             workdir: Path):
+    """GradNorm's filter run on an interest's words from ``source`` (the quality benchmark's
+    three, or "wordnet-all": the paper's pool): (the candidate words, None for the pool; the
+    kept nouns' text features as float64)."""
+    import numpy as np
+
+    from mdclust.core import layout
+    from mdclust.core.textcache import text_features
+    from mdclust.stages.filter import filter_nouns
+
+    words = None
+    if source == "wordnet-all":
+        filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
+    else:
+        words = q.source_words(store, aspect, source, k, vocabulary, world, workdir)
+        filter_nouns(store, aspect, method="gradnorm", k=k)
+    kept = layout.read_filtered(store, aspect, "gradnorm")["noun"]
+    return words, np.asarray(text_features(store, kept, model=f.key), dtype=np.float64)

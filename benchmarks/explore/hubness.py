@@ -38,23 +38,19 @@ def centred(L: np.ndarray, how: str) -> np.ndarray:
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from mdclust.core import layout
     from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
     from mdclust.methods.baselines import zero_shot
     from mdclust.methods.kselect import by_votes
-    from mdclust.stages.filter import filter_nouns
 
     rows = []
     for store, f, E, aspect, y, k, km, vocab in devrun.aspects(world, seed, n, workdir):
         for source in q.SOURCES + ("wordnet-all",):
             r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
                  "kmeans": km}
-            if source == "wordnet-all":
-                filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
-            else:
-                words = q.source_words(store, aspect, source, k, vocab["vocabulary"], world,
-                                       workdir)
+            words, R = devrun.filtered(store, f, aspect, source, k, vocab["vocabulary"],
+                                       world, workdir)
+            if words is not None:
                 T = np.asarray(text_features(store, words, model=f.key), dtype=np.float64)
                 S = E @ T.T
                 for how in HOWS:
@@ -64,9 +60,6 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
                     E2 = np.hstack([E, np.ones((len(E), 1))]).astype(np.float32)
                     T2 = np.hstack([T, -shift[:, None]]).astype(np.float32)
                     r["k_" + how] = by_votes(E2, T2, seed=0).k
-                filter_nouns(store, aspect, method="gradnorm", k=k)
-            R = np.asarray(text_features(store, layout.read_filtered(store, aspect, "gradnorm")
-                                         ["noun"], model=f.key), dtype=np.float64)
             for how in HOWS:
                 V = gn.softmax(centred(E @ R.T, how) / gn.KAPPA) @ R
                 r["gn_" + how] = devrun.kmeans_nmi(np.hstack([E, V]), y, k)

@@ -28,24 +28,16 @@ KAPPAS = (0.006, 0.012, 0.0261, 0.05, 0.1)  # 0.0261: 0.006 · 100 / 22.98, mdcl
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
 
-    from mdclust.core import layout
-    from mdclust.core.textcache import text_features
     from mdclust.methods import gradnorm as gn
     from mdclust.methods import hubness as hub
-    from mdclust.stages.filter import filter_nouns
 
     rows = []
     for store, f, E, aspect, y, k, km, vocab in devrun.aspects(world, seed, n, workdir):
         for source in q.SOURCES + ("wordnet-all",):
-            if source == "wordnet-all":
-                filter_nouns(store, aspect, method="gradnorm", pool="wordnet-all", k=k)
-            else:
-                q.source_words(store, aspect, source, k, vocab["vocabulary"], world, workdir)
-                filter_nouns(store, aspect, method="gradnorm", k=k)
-            R = np.asarray(text_features(store, layout.read_filtered(store, aspect, "gradnorm")
-                                         ["noun"], model=f.key), dtype=np.float64)
+            _, R = devrun.filtered(store, f, aspect, source, k, vocab["vocabulary"], world,
+                                   workdir)
             S = E @ R.T
-            if hub.resolve("auto", "wordnet" if source == "wordnet" else source) == "median":
+            if hub.resolve("auto", source) == "median":
                 S = S - np.median(S, 0)
             r = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": k,
                  "kmeans": km}

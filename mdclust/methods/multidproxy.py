@@ -99,12 +99,14 @@ def initial_candidate_count(k: int, epochs: int = EPOCHS, refine_every: int = RE
 
 
 def candidate_score_for(score: str, source: str | None) -> str:
-    """What ``score`` means for candidates from ``source``: auto is "specific" for
-    `candidates --source wordnet` lists (as `--hubness auto` corrects them elsewhere), "max"
+    """What ``score`` means for candidates from ``source``: auto is "specific" for the lists
+    whose hubs `--hubness auto` corrects everywhere else (`candidates --source wordnet`), "max"
     for every other list (docs/methods/multidproxy.md)."""
+    from mdclust.methods.hubness import resolve
+
     if score != "auto":
         return score
-    return "specific" if source == "wordnet" else "max"
+    return "specific" if resolve("auto", source) == "median" else "max"
 
 
 def refinement_sizes(n_start: int, k: int, rounds: int) -> list[int]:

@@ -102,15 +102,15 @@ def train_multidproxy(store, interest: str | None, cfg: MultiDProxyConfig | None
     store.check_writable()  # before the work, not at commit
     words = read_candidates(store, interest)
     feats = load_image_features(store, model)
+    source = candidates_source(store, interest)
     # the candidate refinement ends at k: the given one, or the images' votes over the words
     choice = kchoice.for_interest(store, interest, k or (cfg.k if cfg else None) or None,
                                   len(feats.paths), feats.vectors, feats.key, k_max=k_max,
-                                  words=words, source=candidates_source(store, interest))
+                                  words=words, source=source)
     k = choice.k
     cfg = replace(cfg or MultiDProxyConfig(k=k), k=int(k))
     _validate(cfg, len(feats.paths), len(words))
-    cfg = replace(cfg, candidate_score=mdp.candidate_score_for(
-        cfg.candidate_score, candidates_source(store, interest)))
+    cfg = replace(cfg, candidate_score=mdp.candidate_score_for(cfg.candidate_score, source))
     dev = resolve_device(device)
     inputs = _Inputs(store, interest, feats, words, cfg, dev)
     grid_rows: list[dict] = []
