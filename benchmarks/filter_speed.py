@@ -12,13 +12,16 @@
    compared (Jaccard), then the sampled filter at 1M; times as ratios to the full 100k run.
 
 4. `--structured`: the same comparison on 100k rows that have something to find: the real
-   mdclust-tiny features of 3,000 generated shapes images (dev seed 1), resampled with noise,
-   and the real text features of every WordNet noun; also the paper's filter with another
-   seed (how far two full runs agree), and GradNorm's colour NMI after each filter.
+   mdclust-tiny features of 3,000 generated images of a world (`--worlds`, set `--seed`),
+   resampled with noise, and the candidate lists of the quality benchmark (`--sources`:
+   vocabulary, wordnet, llm, and wordnet-all, every WordNet noun) for each interest
+   (`--aspects`); also the paper's filter with another seed (how far two of its own runs agree),
+   and GradNorm's NMI against the interest's labels after each filter (`--json`: the rows).
 
     python benchmarks/filter_speed.py [--n-images 5000] [--skip-100k]
     python benchmarks/filter_speed.py --sampled [--sizes 100000 1000000]
-    python benchmarks/filter_speed.py --structured [--k 6]
+    python benchmarks/filter_speed.py --structured [--worlds shapes glyphs] [--seed 101] \
+        [--sources vocabulary wordnet llm wordnet-all] [--aspects all] [--json FILE]
 """
 
 from __future__ import annotations
@@ -100,9 +103,9 @@ def sampled_runs(sizes: list[int], k: int) -> None:
 
 def structured_store(path: Path, n: int, source: Path, noise: float = 0.2):
     """A store of ``n`` rows whose features are the real mdclust-tiny features of a generated
-    shapes set (``source``: a store `embed` made, with the WordNet nouns' text features cached)
+    set (``source``: a store `embed` made, with the WordNet nouns' text features cached)
     resampled with noise (cosine ~0.98 to their image), so that the nouns have something to
-    describe; returns (store, colour label of each row)."""
+    describe; returns (store, {aspect: label of each row})."""
     from mdclust.core import layout
     from mdclust.core.features import load_image_features
     from mdclust.core.store import Store
@@ -111,7 +114,7 @@ def structured_store(path: Path, n: int, source: Path, noise: float = 0.2):
     src = Store(source)
     feats = load_image_features(src)
     truth = src.read_group(layout.LABELS)
-    colour = dict(zip(truth["path"], truth["color"]))
+    row_of = {p: i for i, p in enumerate(truth["path"])}
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(feats.paths), n)
     d = feats.vectors.shape[1]
@@ -127,64 +130,103 @@ def structured_store(path: Path, n: int, source: Path, noise: float = 0.2):
                                                    "vectors": X.astype(np.float16)},
                       src.attrs(layout.features(feats.key)))
         txn.put_group(_group(feats.key, "A photo of a {}."), text.data, text.attrs)
-    return st, np.array([colour[feats.paths[i]] for i in pick])
+    rows = np.array([row_of[feats.paths[i]] for i in pick])
+    labels = {a: np.asarray(v)[rows] for a, v in truth.data.items() if a != "path"}
+    return st, labels
 
 
-def structured_runs(n: int, k: int) -> None:
-    """Module docstring, part 4: the sampled filter against the paper's on real features."""
+def structured_runs(n: int, k: int | None, worlds: list[str], seed: int, sources: list[str],
+                    aspects: list[str] | None, json_out: Path | None) -> list[dict]:
+    """Module docstring, part 4: the sampled filter against the paper's on real features, per
+    world, aspect and candidate source of the quality benchmark."""
+    import json
+
+    from quality import embedded_set, source_words  # benchmarks/quality.py, beside this
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from mdclust.core.textcache import text_features
-    from mdclust.datasets.shapes import generate_shapes
+    from mdclust.methods import gradnorm as gn
     from mdclust.stages.candidates.wordnet import all_nouns
     from mdclust.stages.cluster import cluster
-    from mdclust.stages.embed import embed
     from mdclust.stages.filter import filter_nouns
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        # a dev seed of the quality benchmark (1), never a test seed
-        generate_shapes(tmp / "shapes", n=3000, seed=1)
-        embed(tmp / "shapes", tmp / "src.h5", model="mdclust-tiny", workers=0,
-              labels=tmp / "shapes" / "labels.csv")
-        from mdclust.core.store import Store
+    # the paper's filter twice (how far two of its own runs agree) and the sampled one with the
+    # first run's seed
+    runs = (("paper", None, 0), ("paper, seed 1", None, 1), ("sampled", gn.SAMPLE, 0))
+    rows: list[dict] = []
+    work = Path(tempfile.mkdtemp(prefix="mdclust-structured-"))
+    for world in worlds:
+        vocab, src = embedded_set(seed, 3000, work, world)
+        text_features(src, all_nouns())
+        st, truth = structured_store(work / f"{world}-{n}.h5", n, src.path)
+        for aspect in aspects or list(vocab):
+            if aspect not in vocab:
+                continue
+            kk = k or len(vocab[aspect]["present"])
+            for source in sources:
+                pool = "wordnet-all" if source == "wordnet-all" else "candidates"
+                if pool == "candidates":
+                    try:
+                        source_words(st, aspect, source, kk, vocab[aspect]["vocabulary"],
+                                     world, work)
+                    except Exception as exc:  # an interest WordNet does not know
+                        print(f"  {world} {aspect} {source}: no candidates ({exc})")
+                        continue
+                kept, score = {}, {}
+                for name, sample, s in runs:
+                    t0 = time.perf_counter()
+                    res = filter_nouns(st, aspect, method="gradnorm", pool=pool, k=kk,
+                                       seed=s, sample=sample)
+                    dt = time.perf_counter() - t0
+                    kept[name] = set(res.selected)
+                    out = cluster(st, aspect, method="gradnorm", k=kk)
+                    score[name] = float(nmi(truth[aspect], out.labels))
+                    print(f"  {world} {aspect:<10} {source:<11} {name:<13} C={res.classes:4d} "
+                          f"on {res.sampled or n:>7,}: {dt:5.1f} s, kept "
+                          f"{len(res.selected):4d}, NMI {score[name]:.3f}", flush=True)
 
-        text_features(Store(tmp / "src.h5"), all_nouns())
-        st, colour = structured_store(tmp / "b.h5", n, tmp / "src.h5")
-        kept, labels = {}, {}
-        for name, sample, seed in (("all", "all", 0), ("all, seed 1", "all", 1),
-                                   ("sampled", None, 0)):
-            t0 = time.perf_counter()
-            kw = {} if sample is None else {"sample": None}
-            res = filter_nouns(st, "color", method="gradnorm", pool="wordnet-all", k=k,
-                               seed=seed, **kw)
-            dt = time.perf_counter() - t0
-            kept[name] = set(res.selected)
-            out = cluster(st, "color", method="gradnorm", k=k)
-            labels[name] = out.labels
-            print(f"  {name:12s} C={res.classes:4d} scored on {res.sampled or n:>7,} images: "
-                  f"{dt:6.1f} s, kept {len(res.selected)}; GradNorm NMI (colour) "
-                  f"{nmi(colour, out.labels):.3f}", flush=True)
-        for a, b in (("all", "sampled"), ("all", "all, seed 1")):
-            j = len(kept[a] & kept[b]) / len(kept[a] | kept[b])
-            print(f"  Jaccard({a}, {b}) = {j:.3f}; NMI {nmi(colour, labels[a]):.3f} vs "
-                  f"{nmi(colour, labels[b]):.3f}")
+                def jac(a, b):
+                    return len(kept[a] & kept[b]) / max(1, len(kept[a] | kept[b]))
+
+                row = {"world": world, "seed": seed, "aspect": aspect, "source": source,
+                       "k": kk, "n": n, "kept": {r: len(v) for r, v in kept.items()},
+                       "jaccard_paper_sampled": jac("paper", "sampled"),
+                       "jaccard_paper_seeds": jac("paper", "paper, seed 1"),
+                       "nmi": score}
+                rows.append(row)
+                print(f"  {world} {aspect:<10} {source:<11} Jaccard(paper, sampled) "
+                      f"{row['jaccard_paper_sampled']:.3f}, (paper seed 0, seed 1) "
+                      f"{row['jaccard_paper_seeds']:.3f}", flush=True)
+                if json_out:
+                    json_out.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=5000)
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--k", type=int, help="clusters K [10; part 4: the values present]")
     ap.add_argument("--skip-100k", action="store_true")
     ap.add_argument("--sampled", action="store_true", help="part 3 only")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--structured", action="store_true", help="part 4 only")
+    ap.add_argument("--worlds", nargs="+", default=["shapes"], help="part 4: worlds")
+    ap.add_argument("--seed", type=int, default=1,
+                    help="part 4: the generated set's seed (quality benchmark: dev 1, 2; "
+                         "test 101-103)")
+    ap.add_argument("--sources", nargs="+", default=["wordnet-all"],
+                    help="part 4: vocabulary, wordnet, llm, wordnet-all")
+    ap.add_argument("--aspects", nargs="+", default=["color"], help="part 4: aspects, or all")
+    ap.add_argument("--json", type=Path, help="part 4: write its rows here")
     args = ap.parse_args()
     if args.sampled:
-        return sampled_runs(args.sizes, args.k)
+        return sampled_runs(args.sizes, args.k or 10)
     if args.structured:
-        return structured_runs(args.sizes[0], args.k)
+        return structured_runs(args.sizes[0], args.k, args.worlds,
+                               args.seed, args.sources,
+                               None if args.aspects == ["all"] else args.aspects, args.json)
 
+    args.k = args.k or 10
     from mdclust.core.textcache import text_features
     from mdclust.methods.baselines import kmeans, spherical_kmeans
     from mdclust.stages.filter import filter_nouns
