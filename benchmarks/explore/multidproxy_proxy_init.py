@@ -1,0 +1,94 @@
+"""Dev study: Multi-DProxy's proxy start, w'_i = f_t("*") for every image (the paper, the
+default) against w'_i = v_i (each image starts from its own zero-shot reading of the
+candidates), with the LLM-style lists and `candidates --source wordnet` lists, every aspect of
+both worlds, training seed 0 (docs/methods/multidproxy.md).
+
+Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
+
+    python benchmarks/explore/multidproxy_proxy_init.py --workdir /tmp/hub --json rows.json \
+        [--sources llm,wordnet]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import devrun  # noqa: E402
+import quality as q  # noqa: E402
+
+INITS = ("star", "image")
+SOURCES = ("llm", "wordnet")
+
+
+def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    import mdclust
+    from mdclust.core import layout
+    from mdclust.core.errors import MdclustError
+    from mdclust.methods.multidproxy import config_for
+
+    rows = []
+    for store, _, _, aspect, y, k, km, voc in devrun.aspects(world, seed, n, workdir):
+        for source in SOURCES:
+            try:
+                words = q.source_words(store, aspect, source, k, voc["vocabulary"], world,
+                                       workdir)
+            except MdclustError as e:
+                log(f"{world} {seed} {aspect} {source}: {e}")
+                words = []
+            if len(words) < k:  # "slant": one WordNet hyponym, fewer words than k
+                log(f"skip {world} {seed} {aspect} {source}: {len(words)} words < k = {k}")
+                continue
+            for init in INITS:
+                mdclust.train(store, aspect, method="multidproxy",
+                              config=config_for(k, proxy_init=init))
+                res = mdclust.cluster(store, aspect, method="multidproxy")
+                kept = store.read_group(layout.trained(aspect, "multidproxy"))["candidates"]
+                r = {"set": f"{world}-{seed}-{n}", "aspect": aspect, "source": source,
+                     "init": init, "kmeans": km, "nmi": round(nmi(y, res.labels), 3),
+                     "kept": list(kept)}
+                rows.append(r)
+                devrun.log_row(log, r)
+    return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["source"], r["set"], r["aspect"]), {})[r["init"]] = r["nmi"]
+    out = []
+    for source in SOURCES:
+        d = np.array([s["image"] - s["star"] for (src, _, _), s in sorted(by.items())
+                      if src == source and len(s) == 2])
+        base = np.mean([s["star"] for (src, _, _), s in by.items() if src == source
+                        and len(s) == 2])
+        if len(d):
+            out.append(f"{source}: {len(d)} cases, star {base:.3f}, image - star "
+                       f"{d.mean():+.3f} ± {d.std() / np.sqrt(len(d)):.3f} (standard error); "
+                       f"up {int((d > 0.01).sum())}, down {int((d < -0.01).sum())}")
+    for (source, name, aspect), s in sorted(by.items()):
+        if len(s) == 2:
+            out.append(f"  {source} {name} {aspect}: star {s['star']:.3f}, image "
+                       f"{s['image']:.3f} ({s['image'] - s['star']:+.3f})")
+    return out
+
+
+def main() -> None:
+    global SOURCES
+    if "--sources" in sys.argv:  # devrun's own options, less this one
+        i = sys.argv.index("--sources")
+        SOURCES = tuple(sys.argv[i + 1].split(","))
+        del sys.argv[i:i + 2]
+    devrun.main(__doc__, one_set, summary)
+
+
+if __name__ == "__main__":
+    main()
