@@ -1,12 +1,12 @@
 """Dev study: Multi-DProxy's proxy start, w'_i = f_t("*") for every image (the paper, the
 default) against w'_i = v_i (each image starts from its own zero-shot reading of the
 candidates), with the LLM-style lists and `candidates --source wordnet` lists, every aspect of
-both worlds, training seed 0 (docs/methods/multidproxy.md).
+both worlds, training seed 0 or those given (docs/methods/multidproxy.md).
 
 Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
     python benchmarks/explore/multidproxy_proxy_init.py --workdir /tmp/hub --json rows.json \
-        [--sources llm,wordnet]
+        [--sources llm,wordnet] [--train-seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import quality as q  # noqa: E402
 
 INITS = ("star", "image")
 SOURCES = ("llm", "wordnet")
+TRAIN_SEEDS = (0,)
 
 
 def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
@@ -47,23 +48,26 @@ def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
             if len(words) < k:  # "slant": one WordNet hyponym, fewer words than k
                 log(f"skip {world} {seed} {aspect} {source}: {len(words)} words < k = {k}")
                 continue
-            for init in INITS:
-                mdclust.train(store, aspect, method="multidproxy",
-                              config=config_for(k, proxy_init=init))
-                res = mdclust.cluster(store, aspect, method="multidproxy")
-                kept = store.read_group(layout.trained(aspect, "multidproxy"))["candidates"]
-                r = {"set": f"{world}-{seed}-{n}", "aspect": aspect, "source": source,
-                     "init": init, "kmeans": km, "nmi": round(nmi(y, res.labels), 3),
-                     "kept": list(kept)}
-                rows.append(r)
-                devrun.log_row(log, r)
+            for run in TRAIN_SEEDS:
+                for init in INITS:
+                    mdclust.train(store, aspect, method="multidproxy",
+                                  config=config_for(k, proxy_init=init, seed=run))
+                    res = mdclust.cluster(store, aspect, method="multidproxy")
+                    kept = store.read_group(layout.trained(aspect, "multidproxy"))["candidates"]
+                    r = {"set": f"{world}-{seed}-{n}", "aspect": aspect, "source": source,
+                         "seed": run, "init": init, "kmeans": km,
+                         "nmi": round(nmi(y, res.labels), 3), "kept": list(kept)}
+                    rows.append(r)
+                    devrun.log_row(log, r)
     return rows
 
 
 def summary(rows: list[dict]) -> list[str]:
-    by: dict = {}
-    for r in rows:
-        by.setdefault((r["source"], r["set"], r["aspect"]), {})[r["init"]] = r["nmi"]
+    runs: dict = {}
+    for r in rows:  # mean over the training seeds of a case
+        runs.setdefault((r["source"], r["set"], r["aspect"]), {}).setdefault(
+            r["init"], []).append(r["nmi"])
+    by = {key: {i: float(np.mean(v)) for i, v in s.items()} for key, s in runs.items()}
     out = []
     for source in SOURCES:
         d = np.array([s["image"] - s["star"] for (src, _, _), s in sorted(by.items())
@@ -82,10 +86,14 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    global SOURCES
-    if "--sources" in sys.argv:  # devrun's own options, less this one
+    global SOURCES, TRAIN_SEEDS
+    if "--sources" in sys.argv:  # devrun's own options, less these two
         i = sys.argv.index("--sources")
         SOURCES = tuple(sys.argv[i + 1].split(","))
+        del sys.argv[i:i + 2]
+    if "--train-seeds" in sys.argv:
+        i = sys.argv.index("--train-seeds")
+        TRAIN_SEEDS = tuple(int(x) for x in sys.argv[i + 1].split(","))
         del sys.argv[i:i + 2]
     devrun.main(__doc__, one_set, summary)
 
