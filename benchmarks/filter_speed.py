@@ -103,9 +103,9 @@ def sampled_runs(sizes: list[int], k: int) -> None:
 
 def structured_store(path: Path, n: int, source: Path, noise: float = 0.2):
     """A store of ``n`` rows whose features are the real mdclust-tiny features of a generated
-    set (``source``: a store `embed` made, with the WordNet nouns' text features cached)
-    resampled with noise (cosine ~0.98 to their image), so that the nouns have something to
-    describe; returns (store, {aspect: label of each row})."""
+    set (``source``: a store `embed` made, its cached text features carried over) resampled
+    with noise (cosine ~0.98 to their image), so that the nouns have something to describe;
+    returns (store, {aspect: label of each row})."""
     from mdclust.core import layout
     from mdclust.core.features import load_image_features
     from mdclust.core.store import Store
@@ -129,7 +129,8 @@ def structured_store(path: Path, n: int, source: Path, noise: float = 0.2):
         txn.put_group(layout.features(feats.key), {"sha256": shas,
                                                    "vectors": X.astype(np.float16)},
                       src.attrs(layout.features(feats.key)))
-        txn.put_group(_group(feats.key, "A photo of a {}."), text.data, text.attrs)
+        if text is not None:
+            txn.put_group(_group(feats.key, "A photo of a {}."), text.data, text.attrs)
     rows = np.array([row_of[feats.paths[i]] for i in pick])
     labels = {a: np.asarray(v)[rows] for a, v in truth.data.items() if a != "path"}
     return st, labels
@@ -141,7 +142,20 @@ def structured_runs(n: int, k: int | None, worlds: list[str], seed: int, sources
     world, aspect and candidate source of the quality benchmark."""
     import json
 
-    from quality import embedded_set, source_words  # benchmarks/quality.py, beside this
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="mdclust-structured-") as tmp:
+        for world in worlds:
+            for row in structured_world(Path(tmp), world, n, k, seed, sources, aspects):
+                rows.append(row)
+                if json_out:
+                    json_out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def structured_world(work: Path, world: str, n: int, k: int | None, seed: int,
+                     sources: list[str], aspects: list[str] | None):
+    """The rows of part 4 for one world (one per aspect and source), as they are measured."""
+    from quality import embedded_set, usable_words  # benchmarks/quality.py, beside this
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from mdclust.core.textcache import text_features
@@ -153,53 +167,42 @@ def structured_runs(n: int, k: int | None, worlds: list[str], seed: int, sources
     # the paper's filter twice (how far two of its own runs agree) and the sampled one with the
     # first run's seed
     runs = (("paper", None, 0), ("paper, seed 1", None, 1), ("sampled", gn.SAMPLE, 0))
-    rows: list[dict] = []
-    work = Path(tempfile.mkdtemp(prefix="mdclust-structured-"))
-    for world in worlds:
-        vocab, src = embedded_set(seed, 3000, work, world)
+    vocab, src = embedded_set(seed, 3000, work, world)
+    if "wordnet-all" in sources:  # encoded once here, carried over to the 100k store
         text_features(src, all_nouns())
-        st, truth = structured_store(work / f"{world}-{n}.h5", n, src.path)
-        for aspect in aspects or list(vocab):
-            if aspect not in vocab:
+    st, truth = structured_store(work / f"{world}-{n}.h5", n, src.path)
+    for aspect in [a for a in aspects or vocab if a in vocab]:
+        kk = k or len(vocab[aspect]["present"])
+        for source in sources:
+            pool = "wordnet-all" if source == "wordnet-all" else "candidates"
+            if pool == "candidates" and usable_words(
+                    st, aspect, source, kk, vocab[aspect]["vocabulary"], world, work, print,
+                    f"{world} {aspect}") is None:
                 continue
-            kk = k or len(vocab[aspect]["present"])
-            for source in sources:
-                pool = "wordnet-all" if source == "wordnet-all" else "candidates"
-                if pool == "candidates":
-                    try:
-                        source_words(st, aspect, source, kk, vocab[aspect]["vocabulary"],
-                                     world, work)
-                    except Exception as exc:  # an interest WordNet does not know
-                        print(f"  {world} {aspect} {source}: no candidates ({exc})")
-                        continue
-                kept, score = {}, {}
-                for name, sample, s in runs:
-                    t0 = time.perf_counter()
-                    res = filter_nouns(st, aspect, method="gradnorm", pool=pool, k=kk,
-                                       seed=s, sample=sample)
-                    dt = time.perf_counter() - t0
-                    kept[name] = set(res.selected)
-                    out = cluster(st, aspect, method="gradnorm", k=kk)
-                    score[name] = float(nmi(truth[aspect], out.labels))
-                    print(f"  {world} {aspect:<10} {source:<11} {name:<13} C={res.classes:4d} "
-                          f"on {res.sampled or n:>7,}: {dt:5.1f} s, kept "
-                          f"{len(res.selected):4d}, NMI {score[name]:.3f}", flush=True)
+            kept, score = {}, {}
+            for name, sample, s in runs:
+                t0 = time.perf_counter()
+                res = filter_nouns(st, aspect, method="gradnorm", pool=pool, k=kk, seed=s,
+                                   sample=sample)
+                dt = time.perf_counter() - t0
+                kept[name] = set(res.selected)
+                out = cluster(st, aspect, method="gradnorm", k=kk)
+                score[name] = float(nmi(truth[aspect], out.labels))
+                print(f"  {world} {aspect:<10} {source:<11} {name:<13} C={res.classes:4d} "
+                      f"on {res.sampled or n:>7,}: {dt:5.1f} s, kept {len(res.selected):4d}, "
+                      f"NMI {score[name]:.3f}", flush=True)
 
-                def jac(a, b):
-                    return len(kept[a] & kept[b]) / max(1, len(kept[a] | kept[b]))
+            def jac(a, b):
+                return len(kept[a] & kept[b]) / max(1, len(kept[a] | kept[b]))
 
-                row = {"world": world, "seed": seed, "aspect": aspect, "source": source,
-                       "k": kk, "n": n, "kept": {r: len(v) for r, v in kept.items()},
-                       "jaccard_paper_sampled": jac("paper", "sampled"),
-                       "jaccard_paper_seeds": jac("paper", "paper, seed 1"),
-                       "nmi": score}
-                rows.append(row)
-                print(f"  {world} {aspect:<10} {source:<11} Jaccard(paper, sampled) "
-                      f"{row['jaccard_paper_sampled']:.3f}, (paper seed 0, seed 1) "
-                      f"{row['jaccard_paper_seeds']:.3f}", flush=True)
-                if json_out:
-                    json_out.write_text(json.dumps(rows, indent=1))
-    return rows
+            row = {"world": world, "seed": seed, "aspect": aspect, "source": source, "k": kk,
+                   "n": n, "kept": {r: len(v) for r, v in kept.items()},
+                   "jaccard_paper_sampled": jac("paper", "sampled"),
+                   "jaccard_paper_seeds": jac("paper", "paper, seed 1"), "nmi": score}
+            print(f"  {world} {aspect:<10} {source:<11} Jaccard(paper, sampled) "
+                  f"{row['jaccard_paper_sampled']:.3f}, (paper seed 0, seed 1) "
+                  f"{row['jaccard_paper_seeds']:.3f}", flush=True)
+            yield row
 
 
 def main() -> None:

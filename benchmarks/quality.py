@@ -113,8 +113,24 @@ def source_words(store, aspect: str, source: str, k: int, vocabulary: list[str],
     return candidates(store, aspect, from_file=path, k=k, refresh=True).words
 
 
-def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
+def usable_words(store, aspect: str, source: str, k: int, vocabulary: list[str], world: str,
+                 workdir: Path, log, where: str) -> list[str] | None:
+    """``source_words``, or None (the reason logged after ``where``) when the source cannot give
+    k words: an interest WordNet does not know, or one with fewer hyponyms than k ("slant")."""
     from mdclust.core.errors import MdclustError
+
+    try:
+        words = source_words(store, aspect, source, k, vocabulary, world, workdir)
+    except MdclustError as exc:  # an interest WordNet does not know is a result
+        log(f"  {where}: {source} candidates failed: {exc}")
+        return None
+    if len(words) < k:
+        log(f"  {where}: {source} gave {len(words)} words < k={k}")
+        return None
+    return words
+
+
+def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log) -> dict:
     from mdclust.methods.multidproxy import config_for
     from mdclust.stages.cluster import cluster
     from mdclust.stages.evaluate import evaluate
@@ -139,13 +155,9 @@ def run_set(world: str, seed: int, n: int, workdir: Path, mdp_restarts: int, log
         present, vocabulary = vocab[aspect]["present"], vocab[aspect]["vocabulary"]
         k = len(present)
         for source in SOURCES:
-            try:
-                words = source_words(store, aspect, source, k, vocabulary, world, workdir)
-            except MdclustError as exc:  # an interest WordNet does not know is a result
-                log(f"  {world} {seed} {aspect}: {source} candidates failed: {exc}")
-                continue
-            if len(words) < k:
-                log(f"  {world} {seed} {aspect}: {source} gave {len(words)} words < k={k}")
+            words = usable_words(store, aspect, source, k, vocabulary, world, workdir, log,
+                                 f"{world} {seed} {aspect}")
+            if words is None:
                 continue
             for f in FILTERS:
                 kept = filter_nouns(store, aspect, method=f).selected

@@ -15,9 +15,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import quality as q  # noqa: E402
 
 
-def main(doc: str, one_set, summary) -> None:
-    """``one_set(world, seed, n, workdir, log) -> rows``; ``summary(rows) -> lines``."""
+def main(doc: str, one_set, summary, options: dict[str, dict] | None = None) -> None:
+    """``one_set(world, seed, n, workdir, log, **extra) -> rows``; ``summary(rows) -> lines``.
+    ``options``: a study's own flags ({"--name": add_argument's keywords}); their values reach
+    ``one_set`` as keyword arguments."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, kw in (options or {}).items():
+        ap.add_argument(flag, **kw)
     ap.add_argument("--workdir", type=Path, help="keep the generated sets and stores here")
     ap.add_argument("--worlds", nargs="+", choices=q.WORLD_NAMES, default=list(q.WORLD_NAMES))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(q.DEV_SEEDS))
@@ -33,8 +37,11 @@ def main(doc: str, one_set, summary) -> None:
     if args.workdir is None:
         sys.exit("--workdir is needed to run")
     args.workdir.mkdir(parents=True, exist_ok=True)
+    names = [flag.lstrip("-").replace("-", "_") for flag in options or {}]
+    extra = {name: getattr(args, name) for name in names}
     rows = [r for w in args.worlds for s in args.seeds
-            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True))]
+            for r in one_set(w, s, args.n, args.workdir, lambda m: print(m, flush=True),
+                             **extra)]
     print("\n".join(summary(rows)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

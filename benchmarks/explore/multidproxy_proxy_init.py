@@ -6,7 +6,7 @@ both worlds, training seed 0 or those given (docs/methods/multidproxy.md).
 Dev sets only (benchmarks/quality.py's DEV_SEEDS); the test seeds are refused.
 
     python benchmarks/explore/multidproxy_proxy_init.py --workdir /tmp/hub --json rows.json \
-        [--sources llm,wordnet] [--train-seeds 0,1,2]
+        [--sources llm wordnet] [--train-seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -24,31 +24,27 @@ import devrun  # noqa: E402
 import quality as q  # noqa: E402
 
 INITS = ("star", "image")
-SOURCES = ("llm", "wordnet")
-TRAIN_SEEDS = (0,)
+OPTIONS = {"--sources": {"nargs": "+", "default": ["llm", "wordnet"],
+                         "help": "candidate sources [llm wordnet]"},
+           "--train-seeds": {"type": int, "nargs": "+", "default": [0],
+                             "help": "Multi-DProxy training seeds [0]"}}
 
 
-def one_set(world: str, seed: int, n: int, workdir: Path, log) -> list[dict]:
+def one_set(world: str, seed: int, n: int, workdir: Path, log, sources: list[str],
+            train_seeds: list[int]) -> list[dict]:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     import mdclust
     from mdclust.core import layout
-    from mdclust.core.errors import MdclustError
     from mdclust.methods.multidproxy import config_for
 
     rows = []
     for store, _, _, aspect, y, k, km, voc in devrun.aspects(world, seed, n, workdir):
-        for source in SOURCES:
-            try:
-                words = q.source_words(store, aspect, source, k, voc["vocabulary"], world,
-                                       workdir)
-            except MdclustError as e:
-                log(f"{world} {seed} {aspect} {source}: {e}")
-                words = []
-            if len(words) < k:  # "slant": one WordNet hyponym, fewer words than k
-                log(f"skip {world} {seed} {aspect} {source}: {len(words)} words < k = {k}")
+        for source in sources:
+            if q.usable_words(store, aspect, source, k, voc["vocabulary"], world, workdir, log,
+                              f"{world} {seed} {aspect}") is None:
                 continue
-            for run in TRAIN_SEEDS:
+            for run in train_seeds:
                 for init in INITS:
                     mdclust.train(store, aspect, method="multidproxy",
                                   config=config_for(k, proxy_init=init, seed=run))
@@ -69,7 +65,7 @@ def summary(rows: list[dict]) -> list[str]:
             r["init"], []).append(r["nmi"])
     by = {key: {i: float(np.mean(v)) for i, v in s.items()} for key, s in runs.items()}
     out = []
-    for source in SOURCES:
+    for source in sorted({src for src, _, _ in by}):
         d = np.array([s["image"] - s["star"] for (src, _, _), s in sorted(by.items())
                       if src == source and len(s) == 2])
         base = np.mean([s["star"] for (src, _, _), s in by.items() if src == source
@@ -86,16 +82,7 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    global SOURCES, TRAIN_SEEDS
-    if "--sources" in sys.argv:  # devrun's own options, less these two
-        i = sys.argv.index("--sources")
-        SOURCES = tuple(sys.argv[i + 1].split(","))
-        del sys.argv[i:i + 2]
-    if "--train-seeds" in sys.argv:
-        i = sys.argv.index("--train-seeds")
-        TRAIN_SEEDS = tuple(int(x) for x in sys.argv[i + 1].split(","))
-        del sys.argv[i:i + 2]
-    devrun.main(__doc__, one_set, summary)
+    devrun.main(__doc__, one_set, summary, OPTIONS)
 
 
 if __name__ == "__main__":
